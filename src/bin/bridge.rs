@@ -1,0 +1,4 @@
+//! The `bridge` binary: everything lives in `bridgeface::cli`.
+fn main() {
+    std::process::exit(bridgeface::cli::main());
+}

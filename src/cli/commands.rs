@@ -1,0 +1,216 @@
+//! The subcommands of `bridge`, each a thin composition of library calls.
+
+use super::Command;
+use crate::cpu::{self, Kernels};
+use crate::data::image::{self, Rgb8};
+use crate::data::synthetic::synthetic_face;
+use crate::embed::embed_rgb;
+use crate::error::{Error, Result};
+use crate::model::student::{StudentInfo, StudentNet, StudentParams};
+use crate::ops;
+use crate::weights::{StoreDtype, WeightFile};
+use std::path::{Path, PathBuf};
+
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Info { file } => info(&file),
+        Command::Init {
+            out,
+            seed,
+            resolution,
+            f16,
+        } => init(&out, seed, resolution, f16),
+        Command::Embed {
+            images,
+            weights,
+            json,
+        } => embed(&images, weights, json),
+        Command::Verify {
+            a,
+            b,
+            threshold,
+            weights,
+            json,
+        } => verify(&a, &b, threshold, weights, json),
+        Command::Demo { weights } => demo(weights),
+    }
+}
+
+/// The student weights to use: `--weights`, else `BRIDGE_WEIGHTS`, else
+/// `weights/student.safetensors` in the current folder or the source tree.
+pub fn default_weights(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    if let Ok(p) = std::env::var("BRIDGE_WEIGHTS") {
+        if !p.is_empty() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    let local = PathBuf::from("weights/student.safetensors");
+    if local.exists() {
+        return Ok(local);
+    }
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/student.safetensors");
+    if in_tree.exists() {
+        return Ok(in_tree);
+    }
+    Err(Error::MissingAsset(
+        "no student weights: weights/student.safetensors does not exist yet; make a random one with \
+         `bridge init --out weights/student.safetensors` or pass --weights FILE"
+            .into(),
+    ))
+}
+
+fn human_bytes(b: usize) -> String {
+    if b >= 1 << 20 {
+        format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+fn info(file: &Path) -> Result<()> {
+    let w = WeightFile::open(file)?;
+    println!("{}", file.display());
+    println!("tensors:");
+    let mut buffers = 0usize;
+    for e in w.entries() {
+        let n: usize = e.shape.iter().product();
+        if e.name.ends_with("running_mean") || e.name.ends_with("running_var") {
+            buffers += n;
+        }
+        println!("  {:<28} {:>4?} {:?}", e.name, e.dtype, e.shape);
+    }
+    let total = w.parameter_count();
+    println!(
+        "parameters: {total} ({:.3}M; {} trainable, {buffers} BN running statistics)",
+        total as f64 / 1e6,
+        total - buffers
+    );
+    println!("bytes at f32: {} ({})", total * 4, human_bytes(total * 4));
+    println!("bytes at f16: {} ({})", total * 2, human_bytes(total * 2));
+    println!("metadata:");
+    for (k, v) in w.metadata() {
+        println!("  {k}: {v}");
+    }
+    Ok(())
+}
+
+fn init(out: &Path, seed: u64, resolution: usize, f16: bool) -> Result<()> {
+    let mut info = StudentInfo::new(resolution)?;
+    info.provenance = serde_json::json!({
+        "data": "none (random initialisation)",
+        "recipe": format!("bridge init --seed {seed} --resolution {resolution} (He normal init)"),
+        "commit": env!("BRIDGE_GIT_COMMIT"),
+    })
+    .to_string();
+    let params = StudentParams::random(info, seed);
+    params.save(
+        out,
+        if f16 {
+            StoreDtype::F16
+        } else {
+            StoreDtype::F32
+        },
+    )?;
+    println!(
+        "wrote a random {}×{} student ({} parameters) to {}",
+        resolution,
+        resolution,
+        params.parameter_count(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Rgb8>> {
+    if paths.is_empty() {
+        return Err(Error::EmptyInput(
+            "no image paths given; pass one or more image files".into(),
+        ));
+    }
+    paths.iter().map(image::load_rgb8).collect()
+}
+
+fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool) -> Result<()> {
+    let images = load_all(paths)?;
+    let net = StudentNet::load(default_weights(weights)?)?;
+    let k = cpu::kernels()?;
+    let emb = embed_rgb(&net, k, &images)?;
+    if json {
+        let items: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| serde_json::json!({"path": p.display().to_string(), "embedding": emb.row(i)}))
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+    } else {
+        for (i, p) in paths.iter().enumerate() {
+            let vals: Vec<String> = emb.row(i).iter().map(|v| format!("{v:.6}")).collect();
+            println!("{}: {}", p.display(), vals.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn verify(
+    a: &Path,
+    b: &Path,
+    threshold: Option<f32>,
+    weights: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let images = load_all(&[a.to_path_buf(), b.to_path_buf()])?;
+    let net = StudentNet::load(default_weights(weights)?)?;
+    let k = cpu::kernels()?;
+    let emb = embed_rgb(&net, k, &images)?;
+    let cos = ops::cosine(emb.row(0), emb.row(1))?;
+    let t = threshold.unwrap_or(net.info.threshold);
+    let same = cos >= t;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"cosine": cos, "threshold": t, "same": same})
+        );
+    } else {
+        println!(
+            "cosine {cos:.6} threshold {t} {}",
+            if same { "same" } else { "different" }
+        );
+    }
+    Ok(())
+}
+
+fn demo(weights: Option<PathBuf>) -> Result<()> {
+    let k = cpu::kernels()?;
+    let (net, source) = match default_weights(weights) {
+        Ok(p) => (StudentNet::load(&p)?, p.display().to_string()),
+        Err(Error::MissingAsset(_)) => (
+            StudentParams::random(StudentInfo::new(16)?, 0).fold()?,
+            "a random student (no trained weights yet: bridge init, seed 0)".to_string(),
+        ),
+        Err(e) => return Err(e),
+    };
+    println!("bridgeface demo");
+    println!(
+        "model: {source}, input {0}×{0}, kernels: {1}",
+        net.resolution(),
+        k.isa.name()
+    );
+    let faces = [
+        ("A", synthetic_face(1, 0, 0.0)),
+        ("A shifted and tinted", synthetic_face(1, 2, 0.1)),
+        ("B", synthetic_face(2, 0, 0.0)),
+    ];
+    let images: Vec<Rgb8> = faces.iter().map(|(_, f)| f.clone()).collect();
+    let emb = embed_rgb(&net, k, &images)?;
+    let same = ops::cosine(emb.row(0), emb.row(1))?;
+    let diff = ops::cosine(emb.row(0), emb.row(2))?;
+    println!("cosine({}, {}) = {same:.4}", faces[0].0, faces[1].0);
+    println!("cosine({}, {}) = {diff:.4}", faces[0].0, faces[2].0);
+    println!(
+        "(generated 64×64 patterns; trained weights and a real evaluation on ORL come with the distillation issue)"
+    );
+    Ok(())
+}

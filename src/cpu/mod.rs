@@ -1,0 +1,238 @@
+//! CPU kernels: the scalar reference and the per-ISA fast versions, behind one dispatch table
+//! chosen once at run time. Kernels trust their shapes; `ops` validates them first.
+
+pub mod scalar;
+
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
+
+/// Geometry of a 2-D convolution over an NCHW batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_t: usize,
+    pub pad_l: usize,
+    pub pad_b: usize,
+    pub pad_r: usize,
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    /// A square-kernel conv with symmetric padding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn square(
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Self {
+        ConvGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad_t: pad,
+            pad_l: pad,
+            pad_b: pad,
+            pad_r: pad,
+            groups,
+        }
+    }
+
+    pub fn out_h(&self) -> usize {
+        (self.h + self.pad_t + self.pad_b - self.kh) / self.stride_h + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.w + self.pad_l + self.pad_r - self.kw) / self.stride_w + 1
+    }
+
+    /// Checks that the geometry describes a computable convolution.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Shape(m));
+        if self.groups == 0
+            || self.stride_h == 0
+            || self.stride_w == 0
+            || self.kh == 0
+            || self.kw == 0
+        {
+            return bad(format!(
+                "conv needs non-zero groups, stride and kernel: {self:?}"
+            ));
+        }
+        if self.c_in % self.groups != 0 || self.c_out % self.groups != 0 {
+            return bad(format!(
+                "conv channels {}→{} are not divisible by groups {}",
+                self.c_in, self.c_out, self.groups
+            ));
+        }
+        if self.h + self.pad_t + self.pad_b < self.kh || self.w + self.pad_l + self.pad_r < self.kw
+        {
+            return bad(format!(
+                "conv kernel {}×{} is larger than the padded input {}×{}",
+                self.kh,
+                self.kw,
+                self.h + self.pad_t + self.pad_b,
+                self.w + self.pad_l + self.pad_r
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of weights: `c_out * c_in/groups * kh * kw`.
+    pub fn weight_len(&self) -> usize {
+        self.c_out * (self.c_in / self.groups) * self.kh * self.kw
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.n * self.c_out * self.out_h() * self.out_w()
+    }
+}
+
+/// The instruction sets a kernel table can be built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parses a `BRIDGE_ISA` value.
+    pub fn parse(s: &str) -> Result<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Isa::Scalar),
+            "avx2" => Ok(Isa::Avx2),
+            "avx512" => Ok(Isa::Avx512),
+            "neon" => Ok(Isa::Neon),
+            other => Err(Error::UnsupportedIsa(format!(
+                "`{other}` is not one of scalar, avx2, avx512, neon"
+            ))),
+        }
+    }
+
+    /// Whether this CPU can run kernels for this ISA.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// One table of kernels for one ISA. Every caller goes through a table; no caller
+/// chooses an ISA itself.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub isa: Isa,
+    pub conv2d: fn(&ConvGeom, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
+    pub prelu: fn(usize, usize, usize, &mut [f32], &[f32]),
+    pub relu: fn(&mut [f32]),
+    pub add: fn(&mut [f32], &[f32]),
+    pub global_depthwise_conv: fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
+    pub linear: fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
+    pub l2_normalize: fn(usize, usize, &mut [f32]),
+}
+
+impl Kernels {
+    /// The scalar reference table.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            conv2d: scalar::conv2d,
+            prelu: scalar::prelu,
+            relu: scalar::relu,
+            add: scalar::add,
+            global_depthwise_conv: scalar::global_depthwise_conv,
+            linear: scalar::linear,
+            l2_normalize: scalar::l2_normalize,
+        }
+    }
+
+    /// The table for `isa`, or an error if this CPU lacks it or no kernels exist for it yet.
+    pub fn for_isa(isa: Isa) -> Result<Kernels> {
+        if !isa.available() {
+            return Err(Error::UnsupportedIsa(format!(
+                "this CPU does not support {}; run without BRIDGE_ISA or choose another",
+                isa.name()
+            )));
+        }
+        match isa {
+            Isa::Scalar => Ok(Kernels::scalar()),
+            other => Err(Error::UnsupportedIsa(format!(
+                "no {} kernels are built into this binary",
+                other.name()
+            ))),
+        }
+    }
+
+    /// The best table this CPU supports.
+    pub fn best() -> Kernels {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
+            if let Ok(k) = Kernels::for_isa(isa) {
+                return k;
+            }
+        }
+        Kernels::scalar()
+    }
+}
+
+/// Chooses the table from `BRIDGE_ISA` (if set) or the CPU's features.
+pub fn select_kernels() -> Result<Kernels> {
+    match std::env::var("BRIDGE_ISA") {
+        Ok(v) if !v.trim().is_empty() => Kernels::for_isa(Isa::parse(&v)?),
+        _ => Ok(Kernels::best()),
+    }
+}
+
+static KERNELS: OnceLock<std::result::Result<Kernels, String>> = OnceLock::new();
+
+/// The process-wide kernel table, chosen on first use.
+pub fn kernels() -> Result<&'static Kernels> {
+    match KERNELS.get_or_init(|| select_kernels().map_err(|e| e.to_string())) {
+        Ok(k) => Ok(k),
+        Err(msg) => Err(Error::UnsupportedIsa(
+            msg.trim_start_matches("unsupported instruction set: ")
+                .to_string(),
+        )),
+    }
+}

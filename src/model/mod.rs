@@ -1,0 +1,4 @@
+//! Models built on the kernels: the BridgeNet student (and, later, the imported teacher and
+//! detector graphs). Models read weights and call `ops`; they never touch files other than weights.
+
+pub mod student;
