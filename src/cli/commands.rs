@@ -1,7 +1,7 @@
 //! The subcommands of `bridge`, each a thin composition of library calls.
 
 use super::Command;
-use crate::cpu::{self, Kernels};
+use crate::cpu;
 use crate::data::image::{self, Rgb8};
 use crate::data::synthetic::synthetic_face;
 use crate::embed::embed_rgb;

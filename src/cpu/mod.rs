@@ -159,17 +159,24 @@ impl Isa {
     }
 }
 
+/// `conv2d(geometry, x, weight, bias, y)`.
+pub type ConvFn = fn(&ConvGeom, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
+/// `global_depthwise_conv(n, c, hw, x, weight, bias, y)`.
+pub type GlobalDepthwiseFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
+/// `linear(n, k, m, x, weight, bias, y)`.
+pub type LinearFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
+
 /// One table of kernels for one ISA. Every caller goes through a table; no caller
 /// chooses an ISA itself.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub isa: Isa,
-    pub conv2d: fn(&ConvGeom, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
+    pub conv2d: ConvFn,
     pub prelu: fn(usize, usize, usize, &mut [f32], &[f32]),
     pub relu: fn(&mut [f32]),
     pub add: fn(&mut [f32], &[f32]),
-    pub global_depthwise_conv: fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
-    pub linear: fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]),
+    pub global_depthwise_conv: GlobalDepthwiseFn,
+    pub linear: LinearFn,
     pub l2_normalize: fn(usize, usize, &mut [f32]),
 }
 
