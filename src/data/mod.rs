@@ -1,5 +1,6 @@
 //! Data: reading images, resizing them to a model's input, and (later) datasets, alignment and
 //! low-resolution degradation. Produces tensors for models; never runs a model itself.
 
+pub mod folder;
 pub mod image;
 pub mod synthetic;
