@@ -27,26 +27,27 @@ __device__ void pointwise_bias_prelu(const T* __restrict__ x, const T* __restric
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[r][q] = 0.0f;
 
+    // Each thread always loads the same weight column (kk) and the same input column (col):
+    // 256 is a multiple of both tile widths. So the (image, pixel) split of its column, a 64-bit
+    // division, is done once here instead of in the k loop.
+    const int a_kk = t % PW_BK, a_row0 = t / PW_BK;  // rows a_row0 + 16 * l
+    const int b_col = t % PW_BN, b_kk0 = t / PW_BN;  // k rows b_kk0 + 4 * l
+    const long long bj = j0 + b_col;
+    const bool b_in = bj < cols;
+    const long long b_base = b_in ? (bj / hw) * c_in * (long long)hw + bj % hw : 0;
+
     for (int k0 = 0; k0 < c_in; k0 += PW_BK) {
 #pragma unroll
         for (int l = 0; l < 4; ++l) {
-            const int idx = t + 256 * l;
-            const int row = idx / PW_BK, kk = idx % PW_BK;
-            const int m = m0 + row, k = k0 + kk;
-            As[kk][row] = (m < c_out && k < c_in) ? load_f32(w, (long long)m * c_in + k) : 0.0f;
+            const int row = a_row0 + 16 * l;
+            const int m = m0 + row, k = k0 + a_kk;
+            As[a_kk][row] = (m < c_out && k < c_in) ? load_f32(w, (long long)m * c_in + k) : 0.0f;
         }
 #pragma unroll
         for (int l = 0; l < 4; ++l) {
-            const int idx = t + 256 * l;
-            const int kk = idx / PW_BN, col = idx % PW_BN;
-            const long long j = j0 + col;
+            const int kk = b_kk0 + 4 * l;
             const int k = k0 + kk;
-            float v = 0.0f;
-            if (j < cols && k < c_in) {
-                const long long b = j / hw, p = j % hw;
-                v = load_f32(x, (b * c_in + k) * hw + p);
-            }
-            Bs[kk][col] = v;
+            Bs[kk][b_col] = (b_in && k < c_in) ? load_f32(x, b_base + (long long)k * hw) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
