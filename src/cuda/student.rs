@@ -165,14 +165,21 @@ fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// One thread per output, 256 a block, grid-strided beyond 2^20 blocks.
-fn elementwise_cfg(total: usize) -> LaunchConfig {
-    let blocks = total.div_ceil(256).clamp(1, 1 << 20) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
+/// Blocks of 256 threads, each covering whole output planes (see kernels/depthwise.cu):
+/// returns the launch shape and the planes per block. The kernels index planes in 32 bits.
+fn plane_cfg(total_planes: usize, hw_out: usize) -> Result<(LaunchConfig, i32)> {
+    let planes = (256 / hw_out.max(1)).max(1);
+    if total_planes >= i32::MAX as usize {
+        return Err(Error::Shape(format!(
+            "{total_planes} output planes exceed the GPU kernels' 32-bit plane index"
+        )));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (total_planes.div_ceil(planes).max(1) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
-    }
+    };
+    Ok((cfg, planes as i32))
 }
 
 /// Direct 3×3 conv, pad 1, any stride, then bias and optional PReLU: matches
@@ -212,6 +219,7 @@ pub fn conv3x3(
         dim(c_out, "c_out")?,
         dim(stride, "stride")?,
     ];
+    let (cfg, planes) = plane_cfg(n * c_out, oh * ow)?;
     let f = dev.function(&format!("conv3x3_bias_prelu_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
@@ -222,10 +230,10 @@ pub fn conv3x3(
     for v in &a {
         b.arg(v);
     }
+    b.arg(&planes);
     // SAFETY: argument types and order match `conv3x3_bias_prelu_*` in kernels/conv3x3.cu, and
     // every buffer was checked above to hold what the kernel indexes.
-    unsafe { b.launch(elementwise_cfg(n * c_out * oh * ow)) }
-        .map_err(driver_err("conv3x3 launch"))?;
+    unsafe { b.launch(cfg) }.map_err(driver_err("conv3x3 launch"))?;
     Ok(())
 }
 
@@ -261,6 +269,7 @@ pub fn depthwise3x3(
         dim(wd, "w")?,
         dim(stride, "stride")?,
     ];
+    let (cfg, planes) = plane_cfg(n * c, oh * ow)?;
     let f = dev.function(&format!("depthwise3x3_bias_prelu_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
@@ -271,9 +280,9 @@ pub fn depthwise3x3(
     for v in &a {
         b.arg(v);
     }
+    b.arg(&planes);
     // SAFETY: matches `depthwise3x3_bias_prelu_*` in kernels/depthwise.cu; sizes checked above.
-    unsafe { b.launch(elementwise_cfg(n * c * oh * ow)) }
-        .map_err(driver_err("depthwise launch"))?;
+    unsafe { b.launch(cfg) }.map_err(driver_err("depthwise launch"))?;
     Ok(())
 }
 
