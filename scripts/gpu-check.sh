@@ -4,11 +4,11 @@
 #   1. the NVRTC compile tests and every GPU-vs-CPU-scalar correctness test,
 #   2. bridge-bench --device cuda:0 (batch 1, 256, 4096, 65536; f32 and f16; CUDA events),
 #   3. the PyTorch peer (cuDNN, fp16, channels_last) on the same random student weights.
-# Everything is also written to $OUT (or ./gpu-check-out) for BENCHMARKS.md.
+# Everything is also written to $OUT (or assets/gpu-check-out) for BENCHMARKS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${BUNDLE:-assets/gpu-bundle}
-O=${OUT:-gpu-check-out}
+O=${OUT:-assets/gpu-check-out}
 mkdir -p "$O"
 status=0
 log() { echo "== $*" | tee -a "$O/summary.txt"; }

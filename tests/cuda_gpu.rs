@@ -204,6 +204,67 @@ fn gpu_pointwise_matches_scalar() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_depthwise_pointwise_fused_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(6);
+    for p in [Precision::F32, Precision::F16] {
+        for &(n, c, h, w, stride, c_out, residual) in &[
+            (2, 32, 16, 16, 1, 64, false),
+            (3, 64, 16, 17, 2, 64, false),
+            (2, 128, 4, 4, 1, 128, true),
+            (1, 37, 7, 8, 2, 70, false),
+            (4, 20, 5, 5, 1, 20, true),
+        ] {
+            let x = stored(&rand_vec(&mut rng, n * c * h * w, 1.0), p);
+            let dw = stored(&rand_vec(&mut rng, c * 9, 0.3), p);
+            let (db, da) = (rand_vec(&mut rng, c, 0.1), rand_vec(&mut rng, c, 0.25));
+            let pw = stored(&rand_vec(&mut rng, c_out * c, (2.0 / c as f32).sqrt()), p);
+            let (pb, pa) = (
+                rand_vec(&mut rng, c_out, 0.1),
+                rand_vec(&mut rng, c_out, 0.25),
+            );
+            let g = ConvGeom::square(n, c, h, w, c, 3, stride, 1, c);
+            let mut mid = vec![0.0; g.output_len()];
+            scalar::conv2d(&g, &x, &dw, Some(&db), &mut mid);
+            let hw = g.out_h() * g.out_w();
+            scalar::prelu(n, c, hw, &mut mid, &da);
+            let g2 = ConvGeom::square(n, c, g.out_h(), g.out_w(), c_out, 1, 1, 0, 1);
+            let mut want = vec![0.0; g2.output_len()];
+            scalar::conv2d(&g2, &mid, &pw, Some(&pb), &mut want);
+            scalar::prelu(n, c_out, hw, &mut want, &pa);
+            if residual {
+                scalar::add(&mut want, &x);
+            }
+            let s = dev.stream();
+            let up = |v: &[f32]| s.clone_htod(v).unwrap();
+            let (dbd, dad, pbd, pad) = (up(&db), up(&da), up(&pb), up(&pa));
+            let dwd = DevBuf::upload(&dev, &dw, p).unwrap();
+            let pwd = DevBuf::upload(&dev, &pw, p).unwrap();
+            let mut y = DevBuf::zeros(&dev, want.len(), p).unwrap();
+            student::depthwise_pointwise(
+                &dev,
+                &DevBuf::upload(&dev, &x, p).unwrap(),
+                (&dwd, &dbd, Some(&dad)),
+                (&pwd, &pbd, Some(&pad)),
+                residual,
+                &mut y,
+                [n, c, h, w],
+                stride,
+                c_out,
+            )
+            .unwrap();
+            check(
+                "depthwise+pointwise",
+                &y.read(&dev, want.len()).unwrap(),
+                &want,
+                p,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
 fn gpu_head_matches_scalar() {
     let dev = gpu();
     let mut rng = Rng::new(4);
@@ -261,7 +322,8 @@ fn gpu_student_forward_matches_scalar() {
         let layers = bridgeface::cli::device::student_layers(&net).unwrap();
         for p in [Precision::F32, Precision::F16] {
             let mut gpu_net = CudaStudent::new(dev.clone(), &layers, p).unwrap();
-            for n in [1, 3, 70] {
+            for (n, fused) in [(1, true), (3, true), (70, true), (3, false), (70, false)] {
+                gpu_net.set_fused(fused);
                 let x = rand_vec(&mut rng, n * 3 * r * r, 1.0);
                 let want = net
                     .forward(&k, &Tensor::new(&[n, 3, r, r], x.clone()).unwrap())

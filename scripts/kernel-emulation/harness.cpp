@@ -118,6 +118,34 @@ int main() {
         launch({(unsigned)((n * hw + 63) / 64), (unsigned)((cout + 63) / 64)}, {16, 16}, [&] { pointwise_bias_prelu_f32(x.data(), wt.data(), b.data(), al, rp, y.data(), n, cin, cout, hw); });
         snprintf(name, 128, "pointwise n%d c%d->%d hw%d res%d", n, cin, cout, hw, res); report(name, err(y, want), 1e-5f);
     }
+    for (auto [n, c, h, stride, cout, res] : std::vector<std::array<int, 6>>{{2, 32, 16, 1, 64, 0}, {3, 64, 16, 2, 64, 0}, {2, 128, 4, 1, 128, 1}, {1, 37, 7, 2, 70, 0}, {4, 20, 5, 1, 20, 1}}) {
+        int w = h + (stride == 2 ? 1 : 0);  // non-square maps too
+        if (res) w = h;
+        auto x = rnd((size_t)n * c * h * w, 1), dw = rnd(c * 9, .3f), db = rnd(c, .1f), da = rnd(c, .25f);
+        auto pw = rnd(cout * c, std::sqrt(2.f / c)), pb = rnd(cout, .1f), pa = rnd(cout, .25f);
+        for (int f16 = 0; f16 < 2; ++f16) {
+            std::vector<half_bits> xh(x.size()), dwh(dw.size()), pwh(pw.size());
+            if (f16) {
+                for (size_t i = 0; i < x.size(); ++i) { store_f32(xh.data(), i, x[i]); x[i] = load_f32(xh.data(), i); }
+                for (size_t i = 0; i < dw.size(); ++i) { store_f32(dwh.data(), i, dw[i]); dw[i] = load_f32(dwh.data(), i); }
+                for (size_t i = 0; i < pw.size(); ++i) { store_f32(pwh.data(), i, pw[i]); pw[i] = load_f32(pwh.data(), i); }
+            }
+            auto mid = ref_conv(x, dw, db, da.data(), nullptr, n, c, h, w, c, 3, stride, c);
+            int oh = (h - 1) / stride + 1, ow = (w - 1) / stride + 1;
+            auto want = ref_conv(mid, pw, pb, pa.data(), res ? x.data() : nullptr, n, c, oh, ow, cout, 1, 1, 1);
+            std::vector<float> y(want.size());
+            std::vector<half_bits> yh(want.size());
+            dim3 grid{(unsigned)((n * oh * ow + 63) / 64), (unsigned)((cout + 63) / 64)};
+            if (f16) {
+                launch(grid, {16, 16}, [&] { dwpw_bias_prelu_f16(xh.data(), dwh.data(), db.data(), da.data(), pwh.data(), pb.data(), pa.data(), res ? xh.data() : nullptr, yh.data(), n, c, h, w, stride, cout); });
+                for (size_t i = 0; i < y.size(); ++i) y[i] = load_f32(yh.data(), i);
+            } else {
+                launch(grid, {16, 16}, [&] { dwpw_bias_prelu_f32(x.data(), dw.data(), db.data(), da.data(), pw.data(), pb.data(), pa.data(), res ? x.data() : nullptr, y.data(), n, c, h, w, stride, cout); });
+            }
+            snprintf(name, 128, "dwpw %s n%d %dx%d c%d->%d s%d res%d", f16 ? "f16" : "f32", n, h, w, c, cout, stride, res);
+            report(name, err(y, want), f16 ? 2e-3f : 1e-5f);
+        }
+    }
     for (auto [n, c, hw, m] : std::vector<std::array<int, 4>>{{3, 256, 16, 128}, {1, 256, 1, 128}, {5, 70, 9, 33}, {2, 300, 4, 257}}) {
         auto x = rnd((size_t)n * c * hw, 1), gw = rnd(c * hw, .3f), gb = rnd(c, .1f), lw = rnd(m * c, .1f), lb = rnd(m, .1f);
         std::vector<float> want(n * m), y(n * m);

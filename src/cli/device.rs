@@ -121,6 +121,7 @@ pub fn student_layers(net: &StudentNet) -> Result<crate::cuda::StudentLayers> {
 pub const CUDA_BENCH_BATCHES: [usize; 4] = [1, 256, 4096, 65536];
 
 /// `bridge-bench --device cuda:N`: a random 16×16 student at each batch size, f32 and f16,
+/// with fused and with separate depthwise/pointwise block kernels,
 /// faces/s from CUDA events (median of `runs`). Prints one line per measurement.
 pub fn bench_cuda(device: Device, runs: usize) -> Result<()> {
     let Device::Cuda(ordinal) = device else {
@@ -152,15 +153,19 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
     );
     for p in [Precision::F32, Precision::F16] {
         let mut student = CudaStudent::new(dev.clone(), &layers, p)?;
-        for row in bench_student(&mut student, r, &CUDA_BENCH_BATCHES, runs)? {
-            println!(
-                "student {r}x{r} device=cuda:{ordinal} precision={} batch={}: {:.0} faces/s (median {:.4} ms kernels, {:.4} ms with host copies; {runs} runs)",
-                p.name(),
-                row.batch,
-                row.faces_per_s,
-                row.median_ms,
-                row.median_ms_with_copies
-            );
+        for fused in [true, false] {
+            student.set_fused(fused);
+            for row in bench_student(&mut student, r, &CUDA_BENCH_BATCHES, runs)? {
+                println!(
+                    "student {r}x{r} device=cuda:{ordinal} precision={} blocks={} batch={}: {:.0} faces/s (median {:.4} ms kernels, {:.4} ms with host copies; {runs} runs)",
+                    p.name(),
+                    if fused { "fused" } else { "dw+pw" },
+                    row.batch,
+                    row.faces_per_s,
+                    row.median_ms,
+                    row.median_ms_with_copies
+                );
+            }
         }
     }
     Ok(())

@@ -34,7 +34,12 @@ pub const SOURCES: [KernelSource; 4] = [
     KernelSource {
         file: "pointwise.cu",
         source: include_str!("../../kernels/pointwise.cu"),
-        entry_points: &["pointwise_bias_prelu_f32", "pointwise_bias_prelu_f16"],
+        entry_points: &[
+            "pointwise_bias_prelu_f32",
+            "pointwise_bias_prelu_f16",
+            "dwpw_bias_prelu_f32",
+            "dwpw_bias_prelu_f16",
+        ],
     },
     KernelSource {
         file: "head.cu",
@@ -179,13 +184,13 @@ mod tests {
         require_nvrtc();
         let v = nvrtc_version().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.0, 13, "expected CUDA 13 NVRTC, got {v:?}");
-        // Ampere and Blackwell too, since the arch comes from the device at run time.
-        for arch in ["sm_80", "sm_100"] {
-            let a = cubins_for(arch).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(a.len(), SOURCES.len());
-            let b = cubins_for(arch).unwrap_or_else(|e| panic!("{e}"));
-            assert!(Arc::ptr_eq(&a, &b), "second request for {arch} recompiled");
-        }
+        // Another architecture than the sm_90 above (Ampere), since the arch comes from the
+        // device at run time. One is enough to show that; each costs CI seconds.
+        let arch = "sm_80";
+        let a = cubins_for(arch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.len(), SOURCES.len());
+        let b = cubins_for(arch).unwrap_or_else(|e| panic!("{e}"));
+        assert!(Arc::ptr_eq(&a, &b), "second request for {arch} recompiled");
     }
 
     #[test]

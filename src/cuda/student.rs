@@ -349,6 +349,85 @@ pub fn pointwise(
     Ok(())
 }
 
+/// A whole block fused: depthwise 3×3 (pad 1, `stride`) + bias + optional PReLU computed while
+/// loading the pointwise GEMM's input tile, then pointwise + bias + optional PReLU + optional
+/// residual. Matches `depthwise3x3` followed by `pointwise`, without the intermediate buffer.
+/// The residual, if any, is the block input `x` (stride 1, `c_out == c_in`).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_pointwise(
+    dev: &CudaDevice,
+    x: &DevBuf,
+    dw: (&DevBuf, &CudaSlice<f32>, Option<&CudaSlice<f32>>),
+    pw: (&DevBuf, &CudaSlice<f32>, Option<&CudaSlice<f32>>),
+    residual: bool,
+    y: &mut DevBuf,
+    [n, c_in, h, wd]: [usize; 4],
+    stride: usize,
+    c_out: usize,
+) -> Result<()> {
+    let p = same_precision(&[x, dw.0, pw.0, y])?;
+    if stride == 0 || h == 0 || wd == 0 {
+        return Err(Error::Shape(
+            "depthwise_pointwise needs a non-empty input and stride ≥ 1".into(),
+        ));
+    }
+    let (oh, ow) = ((h - 1) / stride + 1, (wd - 1) / stride + 1);
+    need(x.len(), n * c_in * h * wd, "block input")?;
+    need(dw.0.len(), c_in * 9, "depthwise weight")?;
+    need(dw.1.len(), c_in, "depthwise bias")?;
+    need(dw.2.map_or(c_in, |a| a.len()), c_in, "depthwise slopes")?;
+    need(pw.0.len(), c_out * c_in, "pointwise weight")?;
+    need(pw.1.len(), c_out, "pointwise bias")?;
+    need(pw.2.map_or(c_out, |a| a.len()), c_out, "pointwise slopes")?;
+    need(y.len(), n * c_out * oh * ow, "block output")?;
+    if residual && (stride != 1 || c_out != c_in) {
+        return Err(Error::Shape(
+            "a residual block needs stride 1 and c_out == c_in".into(),
+        ));
+    }
+    let a = [
+        dim(n, "n")?,
+        dim(c_in, "c_in")?,
+        dim(h, "h")?,
+        dim(wd, "w")?,
+        dim(stride, "stride")?,
+        dim(c_out, "c_out")?,
+    ];
+    let cols = n * oh * ow;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            u32::try_from(cols.div_ceil(64).max(1))
+                .map_err(|_| Error::Shape("batch too large".into()))?,
+            c_out.div_ceil(64).max(1) as u32,
+            1,
+        ),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    let f = dev.function(&format!("dwpw_bias_prelu_{}", p.suffix()))?;
+    let mut b = dev.stream.launch_builder(f);
+    push(&mut b, x);
+    push(&mut b, dw.0);
+    b.arg(dw.1);
+    push_opt(&mut b, dw.2);
+    push(&mut b, pw.0);
+    b.arg(pw.1);
+    push_opt(&mut b, pw.2);
+    if residual {
+        push(&mut b, x);
+    } else {
+        b.arg(&NULL_PTR);
+    }
+    push_mut(&mut b, y);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: matches `dwpw_bias_prelu_*` in kernels/pointwise.cu (16×16 threads); sizes checked
+    // above; `x` (also the residual) is only read and is a different buffer from `y`.
+    unsafe { b.launch(cfg) }.map_err(driver_err("depthwise+pointwise launch"))?;
+    Ok(())
+}
+
 /// The fused head: global depthwise conv + bias, linear + bias, L2-normalise, one block per
 /// face: matches `global_depthwise_conv` → `linear` → `l2_normalize`. `y` is f32 `[n, m]`.
 #[allow(clippy::too_many_arguments)]
@@ -525,6 +604,8 @@ pub struct CudaStudent {
     lin_w: DevBuf,
     lin_b: CudaSlice<f32>,
     m: usize,
+    /// Whether blocks run as one fused depthwise+pointwise kernel (the default) or as two.
+    fused: bool,
     /// Largest activation of one face, in values.
     per_face: usize,
     capacity: usize,
@@ -570,6 +651,7 @@ impl CudaStudent {
                 .clone_htod(&layers.linear_bias)
                 .map_err(driver_err("upload"))?,
             m: layers.embedding_size(),
+            fused: true,
             per_face,
             capacity: 0,
             input: DevBuf::zeros(d, 1, precision)?,
@@ -583,6 +665,15 @@ impl CudaStudent {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Chooses fused depthwise+pointwise blocks (default) or the two separate kernels.
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+    }
+
+    pub fn fused(&self) -> bool {
+        self.fused
     }
 
     pub fn device(&self) -> &Arc<CudaDevice> {
@@ -647,29 +738,44 @@ impl CudaStudent {
         )?;
         let mut side = (r - 1) / st.stride + 1;
         for (dw, pw, residual) in &self.blocks {
-            depthwise3x3(
-                dev,
-                &self.cur,
-                &dw.w,
-                &dw.b,
-                dw.alpha.as_ref(),
-                &mut self.mid,
-                [n, dw.c_in, side, side],
-                dw.stride,
-            )?;
+            let in_side = side;
             side = (side - 1) / dw.stride + 1;
-            let res = if *residual { Some(&self.cur) } else { None };
-            pointwise(
-                dev,
-                &self.mid,
-                &pw.w,
-                &pw.b,
-                pw.alpha.as_ref(),
-                res,
-                &mut self.out,
-                [n, pw.c_in, side * side],
-                pw.c_out,
-            )?;
+            if self.fused {
+                depthwise_pointwise(
+                    dev,
+                    &self.cur,
+                    (&dw.w, &dw.b, dw.alpha.as_ref()),
+                    (&pw.w, &pw.b, pw.alpha.as_ref()),
+                    *residual,
+                    &mut self.out,
+                    [n, dw.c_in, in_side, in_side],
+                    dw.stride,
+                    pw.c_out,
+                )?;
+            } else {
+                depthwise3x3(
+                    dev,
+                    &self.cur,
+                    &dw.w,
+                    &dw.b,
+                    dw.alpha.as_ref(),
+                    &mut self.mid,
+                    [n, dw.c_in, in_side, in_side],
+                    dw.stride,
+                )?;
+                let res = if *residual { Some(&self.cur) } else { None };
+                pointwise(
+                    dev,
+                    &self.mid,
+                    &pw.w,
+                    &pw.b,
+                    pw.alpha.as_ref(),
+                    res,
+                    &mut self.out,
+                    [n, pw.c_in, side * side],
+                    pw.c_out,
+                )?;
+            }
             std::mem::swap(&mut self.cur, &mut self.out);
         }
         let c = self.blocks.last().map_or(st.c_out, |b| b.1.c_out);
