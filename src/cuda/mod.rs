@@ -1,6 +1,6 @@
 //! The CUDA backend (feature `cuda`): kernel sources compiled at run time with NVRTC, the device
 //! context, and the student's forward pass on the GPU. It sits beside `cpu` (imports only
-//! error/tensor/cpu) and must never panic when libcuda, libnvrtc or a GPU is missing.
+//! error and rng; tests compare with `cpu::scalar`) and never panics when CUDA is missing.
 
 pub mod bench;
 pub mod compile;
