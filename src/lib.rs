@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod embed;
 pub mod error;

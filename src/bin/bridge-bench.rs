@@ -13,6 +13,13 @@ fn main() {
 }
 
 fn run() -> bridgeface::Result<()> {
+    // `--device cuda[:N]`: the GPU benchmark (bridgeface::cli::device::bench_cuda) instead.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(d @ bridgeface::cli::device::Device::Cuda(_)) =
+        bridgeface::cli::device::device_from_args(&args)?
+    {
+        return bridgeface::cli::device::bench_cuda(d, 20);
+    }
     let k = cpu::kernels()?;
     let net = StudentParams::random(StudentInfo::new(16)?, 0).fold()?;
     for batch in [1usize, 16, 256] {

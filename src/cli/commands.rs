@@ -24,7 +24,8 @@ pub fn run(cmd: Command) -> Result<()> {
             images,
             weights,
             json,
-        } => embed(&images, weights, json),
+            device,
+        } => embed(&images, weights, json, &device),
         Command::Verify {
             a,
             b,
@@ -133,11 +134,11 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Rgb8>> {
     paths.iter().map(image::load_rgb8).collect()
 }
 
-fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool) -> Result<()> {
+fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool, device: &str) -> Result<()> {
+    let device = super::device::Device::parse(device)?;
     let images = load_all(paths)?;
     let net = StudentNet::load(default_weights(weights)?)?;
-    let k = cpu::kernels()?;
-    let emb = embed_rgb(&net, k, &images)?;
+    let emb = super::device::embed_rgb_on(device, &net, &images)?;
     if json {
         let items: Vec<_> = paths
             .iter()

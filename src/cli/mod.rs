@@ -2,6 +2,7 @@
 //! together and formats output; it holds no numeric logic of its own.
 
 mod commands;
+pub mod device;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Where to run the student: cpu, cuda or cuda:N (cuda needs the `cuda` feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Compare two face images: cosine similarity and same or different.
     Verify {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One short GPU session (device machine: CUDA 13, PyTorch, no Rust), in the repo root, with
+# assets/gpu-bundle/ carried over (built here by scripts/gpu-bundle.sh). Runs, in order:
+#   1. the NVRTC compile tests and every GPU-vs-CPU-scalar correctness test,
+#   2. bridge-bench --device cuda:0 (batch 1, 256, 4096, 65536; f32 and f16; CUDA events),
+#   3. the PyTorch peer (cuDNN, fp16, channels_last) on the same random student weights.
+# Everything is also written to $OUT (or assets/gpu-check-out) for BENCHMARKS.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=${BUNDLE:-assets/gpu-bundle}
+O=${OUT:-assets/gpu-check-out}
+mkdir -p "$O"
+status=0
+log() { echo "== $*" | tee -a "$O/summary.txt"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$O/gpu.txt"
+# libnvrtc.so.13 may sit in the CUDA toolkit or inside a Python environment (pip wheels).
+nvrtc=$(find / -xdev -name 'libnvrtc.so.13*' -not -name '*builtins*' 2>/dev/null | head -n 1)
+if [ -z "$nvrtc" ]; then
+  log "FAIL: libnvrtc.so.13 not found on this machine"; exit 1
+fi
+export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+log "nvrtc: $nvrtc"
+
+chmod +x "$B"/* 2>/dev/null
+log "NVRTC compile tests"
+"$B/lib-tests" nvrtc 2>&1 | tee "$O/nvrtc-tests.txt" || status=1
+log "GPU correctness tests (every kernel vs cpu::scalar; f32 1e-5, f16 2e-3)"
+"$B/cuda-gpu-tests" --include-ignored --test-threads=1 2>&1 | tee "$O/gpu-tests.txt" || status=1
+# (tests/cuda_cli.rs is not run here: its binary calls `bridge` at the path it was built
+# with.) `bridge embed --device cuda:0` is checked directly against `--device cpu` instead.
+"$B/bridge" init --out "$O/student.safetensors" --seed 0 --resolution 16 >/dev/null
+python3 - "$O/face.ppm" <<'PY'
+import sys
+w = h = 16  # the student's own side, so bridge's area resize is the identity
+px = bytes(((x * 7 + y * 3) % 256) for y in range(h) for x in range(w) for _ in range(3))
+open(sys.argv[1], "wb").write(b"P6 %d %d 255\n" % (w, h) + px)
+PY
+"$B/bridge" embed "$O/face.ppm" --weights "$O/student.safetensors" --json --device cpu > "$O/embed-cpu.json"
+"$B/bridge" embed "$O/face.ppm" --weights "$O/student.safetensors" --json --device cuda:0 > "$O/embed-cuda.json" || status=1
+python3 - "$O/embed-cpu.json" "$O/embed-cuda.json" <<'PY' | tee -a "$O/summary.txt" || status=1
+import json, sys
+a = json.load(open(sys.argv[1]))[0]["embedding"]; b = json.load(open(sys.argv[2]))[0]["embedding"]
+err = max(abs(x - y) for x, y in zip(a, b)) / max(abs(x) for x in a)
+print(f"bridge embed cpu vs cuda:0 relative error {err:.3e} (bound 1e-5)")
+sys.exit(0 if err <= 1e-5 else 1)
+PY
+
+log "bridge-bench --device cuda:0"
+"$B/bridge-bench" --device cuda:0 2>&1 | tee "$O/bench-bridge.txt" || status=1
+log "PyTorch peer"
+python3 benches/torch_peer.py --weights "$O/student.safetensors" \
+  --check-image "$O/face.ppm" --check-embedding "$O/embed-cpu.json" 2>&1 | tee "$O/bench-torch.txt" || status=1
+
+log "exit status $status"
+exit $status
