@@ -2,6 +2,7 @@
 //! together and formats output; it holds no numeric logic of its own.
 
 mod commands;
+mod eval;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// Evaluate a model on a labelled folder at a resolution: verification and identification.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed as one line.

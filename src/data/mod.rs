@@ -4,3 +4,4 @@
 pub mod folder;
 pub mod image;
 pub mod synthetic;
+pub mod resample;
