@@ -41,7 +41,11 @@ fn student(dir: &Path, name: &str, seed: &str) -> PathBuf {
         "--resolution",
         "16",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
@@ -101,7 +105,13 @@ fn eval_reports_the_documented_schema_with_counts_and_fractions() {
     assert_eq!(j["seed"], 3);
     let v = &j["verification"];
     assert_eq!(v["folds"], 10);
-    for key in ["accuracy", "accuracy_std", "auc", "tar_at_far_1e-2", "tar_at_far_1e-3"] {
+    for key in [
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "tar_at_far_1e-2",
+        "tar_at_far_1e-3",
+    ] {
         fraction(v, key);
     }
     assert!(v["threshold"].as_f64().unwrap().is_finite());
@@ -123,7 +133,9 @@ fn eval_reports_the_documented_schema_with_counts_and_fractions() {
     let out = bridge(&args[..args.len() - 5]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("rank-1") && text.contains("AUC") && text.contains("5 identities, 20 images"));
+    assert!(
+        text.contains("rank-1") && text.contains("AUC") && text.contains("5 identities, 20 images")
+    );
 }
 
 #[test]
@@ -148,9 +160,15 @@ fn eval_cross_resolution_reports_the_gallery_model() {
         "--plot",
         svg.to_str().unwrap(),
     ]));
-    assert_eq!((j["identities"].as_u64(), j["images"].as_u64()), (Some(3), Some(9)));
+    assert_eq!(
+        (j["identities"].as_u64(), j["images"].as_u64()),
+        (Some(3), Some(9))
+    );
     let c = &j["cross_resolution"];
-    assert!(c["gallery_model"].as_str().unwrap().contains("gallery.safetensors"));
+    assert!(c["gallery_model"]
+        .as_str()
+        .unwrap()
+        .contains("gallery.safetensors"));
     assert_eq!(c["gallery_input"], 16);
     fraction(&c["identification"], "rank1");
     fraction(&c["verification"], "accuracy");

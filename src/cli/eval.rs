@@ -124,7 +124,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .zip(COLORS)
             .map(|(c, (_, name))| format!("{name}: {}", c.label))
             .collect();
-        eprintln!("ROC curves written to {} ({})", path.display(), legend.join("; "));
+        eprintln!(
+            "ROC curves written to {} ({})",
+            path.display(),
+            legend.join("; ")
+        );
     }
     if args.json {
         println!("{}", report.to_json());

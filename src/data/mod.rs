@@ -3,5 +3,5 @@
 
 pub mod folder;
 pub mod image;
-pub mod synthetic;
 pub mod resample;
+pub mod synthetic;

@@ -325,7 +325,9 @@ mod tests {
     fn auc_equals_trapezoid_area_of_the_roc() {
         let mut rng = crate::rng::Rng::new(5);
         let scores: Vec<f32> = (0..300).map(|_| (rng.below(20) as f32) / 20.0).collect();
-        let same: Vec<bool> = (0..300).map(|i| rng.uniform() < 0.3 + scores[i] * 0.4).collect();
+        let same: Vec<bool> = (0..300)
+            .map(|i| rng.uniform() < 0.3 + scores[i] * 0.4)
+            .collect();
         let roc = roc_curve(&scores, &same).unwrap();
         let area: f64 = roc
             .windows(2)

@@ -94,7 +94,9 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Evaluation> {
     if opts.resolution == 0 {
-        return Err(Error::InvalidArgument("--resolution must be positive".into()));
+        return Err(Error::InvalidArgument(
+            "--resolution must be positive".into(),
+        ));
     }
     let folder = ImageFolder::open(data)?;
     if folder.identities.len() < 2 {
@@ -191,7 +193,10 @@ fn pairs_from_file(
 ) -> Result<Vec<IndexPair>> {
     let file_pairs = read_lfw_pairs(txt, root)?;
     if file_pairs.is_empty() {
-        return Err(Error::EmptyInput(format!("{} lists no pairs", txt.display())));
+        return Err(Error::EmptyInput(format!(
+            "{} lists no pairs",
+            txt.display()
+        )));
     }
     let mut index: HashMap<PathBuf, usize> = paths
         .iter()
@@ -236,7 +241,11 @@ impl Embeddings {
     }
 
     fn dot(&self, i: usize, other: &Embeddings, j: usize) -> f32 {
-        self.row(i).iter().zip(other.row(j)).map(|(a, b)| a * b).sum()
+        self.row(i)
+            .iter()
+            .zip(other.row(j))
+            .map(|(a, b)| a * b)
+            .sum()
     }
 }
 
@@ -495,7 +504,10 @@ mod tests {
             calls: Cell::new(0),
         };
         let mut last = (0, 0);
-        let e = evaluate(dir.path(), &model, None, &opts(None), &mut |d, t| last = (d, t)).unwrap();
+        let e = evaluate(dir.path(), &model, None, &opts(None), &mut |d, t| {
+            last = (d, t)
+        })
+        .unwrap();
         assert_eq!(last, (13, 13));
         assert_eq!(model.calls.get(), 4); // 13 faces in batches of 4
         assert_eq!((e.identities, e.images), (5, 13));
@@ -506,7 +518,13 @@ mod tests {
         assert_eq!(v.kfold.per_fold.len(), FOLDS);
         assert_eq!(v.kfold.mean, 1.0);
         assert_eq!((v.auc, v.tar_at_far_1e2, v.tar_at_far_1e3), (1.0, 1.0, 1.0));
-        assert_eq!(e.identification, Identification { rank1: 1.0, rank5: 1.0 });
+        assert_eq!(
+            e.identification,
+            Identification {
+                rank1: 1.0,
+                rank5: 1.0
+            }
+        );
         let j = e.to_json();
         assert_eq!(j["verification"]["accuracy"], 1.0);
         assert_eq!(j["pairs"], 26);
@@ -554,7 +572,10 @@ mod tests {
         // Same-model: swapped consistently on both sides, still perfect.
         assert_eq!(e.identification.rank1, 1.0);
         let c = e.cross.as_ref().unwrap();
-        assert_eq!((c.gallery_input, c.gallery_model.as_str()), (10, "colour10"));
+        assert_eq!(
+            (c.gallery_input, c.gallery_model.as_str()),
+            (10, "colour10")
+        );
         // Probes of identities 0 and 1 (4 of 8) now match the other identity first.
         assert_eq!(c.identification.rank1, 0.5);
         assert_eq!(c.identification.rank5, 1.0);
@@ -577,8 +598,14 @@ mod tests {
             side: 6,
             calls: Cell::new(0),
         };
-        let e = evaluate(dir.path(), &model, None, &opts(Some(txt.clone())), &mut |_, _| {})
-            .unwrap();
+        let e = evaluate(
+            dir.path(),
+            &model,
+            None,
+            &opts(Some(txt.clone())),
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!((e.genuine_pairs, e.impostor_pairs), (4, 4));
         assert_eq!(e.verification.kfold.per_fold, vec![1.0, 1.0]);
         assert_eq!(e.pairs_source, txt.display().to_string());

@@ -83,9 +83,7 @@ fn line(
     width: i64,
     dash: bool,
 ) {
-    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) * 2.0)
-        .ceil()
-        .max(1.0) as usize;
+    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) * 2.0).ceil().max(1.0) as usize;
     for s in 0..=steps {
         if dash && (s / 12) % 2 == 1 {
             continue;
@@ -117,7 +115,14 @@ fn png(curves: &[Curve]) -> Result<Vec<u8>> {
         let (x, y) = to_px(0.0, v);
         line(&mut img, (x - 6.0, y), (x, y), [0; 3], 2, false);
     }
-    line(&mut img, to_px(0.0, 0.0), to_px(1.0, 1.0), [150; 3], 1, true);
+    line(
+        &mut img,
+        to_px(0.0, 0.0),
+        to_px(1.0, 1.0),
+        [150; 3],
+        1,
+        true,
+    );
     line(&mut img, to_px(0.0, 0.0), to_px(1.0, 0.0), [0; 3], 2, false);
     line(&mut img, to_px(0.0, 0.0), to_px(0.0, 1.0), [0; 3], 2, false);
     for (c, (color, _)) in curves.iter().zip(COLORS) {

@@ -176,8 +176,14 @@ mod tests {
         let distinct: HashSet<_> = pairs.iter().map(|p| (p.a, p.b)).collect();
         assert_eq!(distinct.len(), 18);
         // Seeded: the same seed gives the same pairs, another seed other impostors.
-        assert_eq!(pairs, generated_pairs(&labels, 3, &mut Rng::new(1)).unwrap());
-        assert_ne!(pairs, generated_pairs(&labels, 3, &mut Rng::new(2)).unwrap());
+        assert_eq!(
+            pairs,
+            generated_pairs(&labels, 3, &mut Rng::new(1)).unwrap()
+        );
+        assert_ne!(
+            pairs,
+            generated_pairs(&labels, 3, &mut Rng::new(2)).unwrap()
+        );
     }
 
     #[test]
