@@ -375,7 +375,7 @@ impl Evaluation {
     pub fn to_text(&self) -> String {
         let pct = |x: f64| format!("{:.2}%", 100.0 * x);
         let mut s = String::new();
-        s += &format!("model: {} (input {}px)\n", self.model, self.model_input);
+        s += &format!("model: {}, input {}px\n", self.model, self.model_input);
         s += &format!(
             "data: {} — {} identities, {} images; faces downsampled to {}×{}\n",
             self.data.display(),

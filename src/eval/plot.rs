@@ -1,5 +1,5 @@
-//! ROC curves drawn to a PNG (with the `image` crate: no font or system library needed, so no
-//! text; the caller prints the legend) or to an SVG (with axis labels and a legend). Draws only.
+//! ROC curves drawn to a PNG (with the `image` crate and a built-in 3×5 font for the axis
+//! labels, no system font; the caller prints the legend) or an SVG with a legend. Computes nothing.
 
 use super::metrics::RocPoint;
 use crate::error::{Error, Result};
@@ -102,6 +102,53 @@ fn line(
     }
 }
 
+/// A 3×5 pixel font for the axis labels only (digits, the point, and the letters of FAR and
+/// TAR): each glyph is five rows of three bits, most significant bit on the left.
+fn glyph(c: char) -> Option<[u8; 5]> {
+    Some(match c {
+        '0' => [0b111, 0b101, 0b101, 0b101, 0b111],
+        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
+        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
+        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
+        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
+        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
+        '.' => [0b000, 0b000, 0b000, 0b000, 0b010],
+        'A' => [0b010, 0b101, 0b111, 0b101, 0b101],
+        'F' => [0b111, 0b100, 0b110, 0b100, 0b100],
+        'R' => [0b110, 0b101, 0b110, 0b101, 0b101],
+        'T' => [0b111, 0b010, 0b010, 0b010, 0b010],
+        _ => return None,
+    })
+}
+
+/// Draws `s` in black with its top-left corner at (x, y), each font pixel `scale` pixels wide.
+fn text(img: &mut image::RgbImage, x: i64, y: i64, s: &str, scale: i64) {
+    for (k, c) in s.chars().enumerate() {
+        let Some(rows) = glyph(c) else { continue };
+        for (r, bits) in rows.iter().enumerate() {
+            for col in 0..3 {
+                if bits & (0b100 >> col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let px = x + (k as i64 * 4 + col) * scale + dx;
+                        let py = y + r as i64 * scale + dy;
+                        if px >= 0 && py >= 0 && px < SIZE as i64 && py < SIZE as i64 {
+                            img.put_pixel(px as u32, py as u32, image::Rgb([0, 0, 0]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Width in pixels of `s` drawn by `text` at `scale`.
+fn text_width(s: &str, scale: i64) -> i64 {
+    (s.chars().count() as i64 * 4 - 1) * scale
+}
+
 fn png(curves: &[Curve]) -> Result<Vec<u8>> {
     let mut img = image::RgbImage::from_pixel(SIZE, SIZE, image::Rgb([255, 255, 255]));
     // Grid every 0.1, frame, tick marks, chance diagonal.
@@ -115,14 +162,37 @@ fn png(curves: &[Curve]) -> Result<Vec<u8>> {
         let (x, y) = to_px(0.0, v);
         line(&mut img, (x - 6.0, y), (x, y), [0; 3], 2, false);
     }
-    line(
+    for i in 0..=5 {
+        let label = format!("{:.1}", i as f64 / 5.0);
+        let label = label.trim_end_matches(".0");
+        let (x, y) = to_px(i as f64 / 5.0, 0.0);
+        text(
+            &mut img,
+            x as i64 - text_width(label, 2) / 2,
+            y as i64 + 12,
+            label,
+            2,
+        );
+        let (x, y) = to_px(0.0, i as f64 / 5.0);
+        text(
+            &mut img,
+            x as i64 - 12 - text_width(label, 2),
+            y as i64 - 5,
+            label,
+            2,
+        );
+    }
+    let ((x0, y0), (x1, y1)) = (to_px(0.0, 0.0), to_px(1.0, 1.0));
+    let mid = ((x0 + x1) / 2.0) as i64;
+    text(
         &mut img,
-        to_px(0.0, 0.0),
-        to_px(1.0, 1.0),
-        [150; 3],
-        1,
-        true,
+        mid - text_width("FAR", 3) / 2,
+        y0 as i64 + 28,
+        "FAR",
+        3,
     );
+    text(&mut img, 4, y1 as i64 - 40, "TAR", 3);
+    line(&mut img, (x0, y0), (x1, y1), [150; 3], 1, true);
     line(&mut img, to_px(0.0, 0.0), to_px(1.0, 0.0), [0; 3], 2, false);
     line(&mut img, to_px(0.0, 0.0), to_px(0.0, 1.0), [0; 3], 2, false);
     for (c, (color, _)) in curves.iter().zip(COLORS) {
