@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod data;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod ops;
 pub mod rng;

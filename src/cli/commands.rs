@@ -34,6 +34,7 @@ pub fn run(cmd: Command) -> Result<()> {
             json,
         } => verify(&a, &b, threshold, weights, json),
         Command::Demo { weights } => demo(weights),
+        Command::Eval(args) => super::eval::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod device;
+mod eval;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// Evaluate a model on a labelled folder at a resolution: verification and identification.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed as one line.

@@ -3,4 +3,5 @@
 
 pub mod folder;
 pub mod image;
+pub mod resample;
 pub mod synthetic;

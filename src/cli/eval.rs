@@ -1,0 +1,139 @@
+//! `bridge eval`: resolves the model names, runs `eval::evaluate` with a progress bar, and prints
+//! the text or JSON report and the ROC plot. Holds no metric or protocol logic.
+
+use super::commands::default_weights;
+use crate::error::{Error, Result};
+use crate::eval::embedder::{FaceEmbedder, StudentEmbedder};
+use crate::eval::plot::{plot_format, write_roc, Curve, COLORS};
+use crate::eval::{evaluate, EvalOptions};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// An ImageFolder (one sub-folder per identity, images inside).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Faces are area-downsampled to R×R before the model sees them (a model with a larger
+    /// input gets them bicubic-upsampled back).
+    #[arg(long)]
+    pub resolution: usize,
+    /// `student` (the default weights), `teacher`, or a student .safetensors FILE.
+    #[arg(long, default_value = "student")]
+    pub model: String,
+    /// Cross-resolution mode: embed the full-resolution gallery (and the first image of each
+    /// pair) with this model instead: `student`, `teacher`, or a FILE.
+    #[arg(long)]
+    pub gallery_model: Option<String>,
+    /// An LFW-format pairs.txt (images resolved under --data) instead of generated pairs.
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Print the JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the ROC curves to this .png or .svg file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Seeds the impostor pairs and the folds.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Faces per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+}
+
+/// Turns a `--model` value into an embedder. The hook for new models: add a name here.
+pub fn load_embedder(spec: &str) -> Result<Box<dyn FaceEmbedder>> {
+    match spec {
+        "student" => Ok(Box::new(StudentEmbedder::load(default_weights(None)?)?)),
+        "teacher" => Err(Error::MissingAsset(
+            "the SFace teacher is not available yet (it comes with the teacher import); \
+             evaluate a student instead: --model student or --model FILE.safetensors"
+                .into(),
+        )),
+        file => {
+            let path = Path::new(file);
+            if !path.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "--model {file}: not `student`, `teacher` or an existing weight file"
+                )));
+            }
+            Ok(Box::new(StudentEmbedder::load(path)?))
+        }
+    }
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    if args.batch == 0 {
+        return Err(Error::InvalidArgument("--batch must be at least 1".into()));
+    }
+    if let Some(path) = &args.plot {
+        plot_format(path)?;
+    }
+    let model = load_embedder(&args.model)?;
+    let gallery = args
+        .gallery_model
+        .as_deref()
+        .map(load_embedder)
+        .transpose()?;
+    let opts = EvalOptions {
+        resolution: args.resolution,
+        seed: args.seed,
+        pairs_txt: args.pairs.clone(),
+        batch: args.batch,
+    };
+    // Drawn on stderr, and hidden by indicatif when stderr is not a terminal.
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} faces ({per_sec}, eta {eta})")
+            .map_err(|e| Error::InvalidArgument(format!("progress bar template: {e}")))?,
+    );
+    let report = evaluate(
+        &args.data,
+        model.as_ref(),
+        gallery.as_deref(),
+        &opts,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    if let Some(path) = &args.plot {
+        let mut curves = vec![Curve {
+            label: format!(
+                "{} at {}px (AUC {:.4})",
+                report.model, report.resolution, report.verification.auc
+            ),
+            points: &report.verification.roc,
+        }];
+        if let Some(c) = &report.cross {
+            curves.push(Curve {
+                label: format!(
+                    "gallery {} vs probes at {}px (AUC {:.4})",
+                    c.gallery_model, report.resolution, c.verification.auc
+                ),
+                points: &c.verification.roc,
+            });
+        }
+        write_roc(path, &curves)?;
+        let legend: Vec<String> = curves
+            .iter()
+            .zip(COLORS)
+            .map(|(c, (_, name))| format!("{name}: {}", c.label))
+            .collect();
+        eprintln!(
+            "ROC curves written to {} ({})",
+            path.display(),
+            legend.join("; ")
+        );
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
