@@ -33,6 +33,7 @@ pub fn run(cmd: Command) -> Result<()> {
             json,
         } => verify(&a, &b, threshold, weights, json),
         Command::Demo { weights } => demo(weights),
+        Command::Train(args) => super::train::run(&args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! together and formats output; it holds no numeric logic of its own.
 
 mod commands;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// Train the student from scratch by classification on an ImageFolder set.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed as one line.

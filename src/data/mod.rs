@@ -4,3 +4,6 @@
 pub mod folder;
 pub mod image;
 pub mod synthetic;
+pub mod augment;
+pub mod degrade;
+pub mod loader;
