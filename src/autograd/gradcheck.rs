@@ -64,8 +64,8 @@ fn conv_forward(g: &ConvGeom, x: &[f64], w: &[f64]) -> Vec<f64> {
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }
-                                acc += x[((n * g.c_in + ic) * g.h + iy as usize) * g.w
-                                    + ix as usize]
+                                acc += x
+                                    [((n * g.c_in + ic) * g.h + iy as usize) * g.w + ix as usize]
                                     * w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
                             }
                         }
@@ -130,9 +130,14 @@ fn general_conv_backward_matches_finite_differences() {
 
 #[test]
 fn depthwise_conv_backward_matches_finite_differences() {
-    for (i, (c, h, w, stride, k)) in [(3, 5, 7, 1, 3), (4, 6, 5, 2, 3), (2, 9, 9, 2, 3), (5, 3, 3, 1, 1)]
-        .into_iter()
-        .enumerate()
+    for (i, (c, h, w, stride, k)) in [
+        (3, 5, 7, 1, 3),
+        (4, 6, 5, 2, 3),
+        (2, 9, 9, 2, 3),
+        (5, 3, 3, 1, 1),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let pad = k / 2;
         let g = ConvGeom::square(2, c, h, w, c, k, stride, pad, c);
@@ -147,7 +152,10 @@ fn depthwise_conv_backward_matches_finite_differences() {
 
 #[test]
 fn pointwise_conv_backward_matches_finite_differences() {
-    for (i, (ci, co, h, w)) in [(3, 5, 4, 4), (7, 2, 3, 5), (1, 6, 1, 1)].into_iter().enumerate() {
+    for (i, (ci, co, h, w)) in [(3, 5, 4, 4), (7, 2, 3, 5), (1, 6, 1, 1)]
+        .into_iter()
+        .enumerate()
+    {
         let g = ConvGeom::square(2, ci, h, w, co, 1, 1, 0, 1);
         check_conv(
             &g,
@@ -191,7 +199,13 @@ fn prelu_backward_matches_finite_differences() {
     // Keep inputs away from the kink at 0, where the derivative is undefined.
     let x: Vec<f64> = randv(&mut rng, n * c * hw)
         .into_iter()
-        .map(|v| if v.abs() < 0.05 { v + 0.1f64.copysign(v) } else { v })
+        .map(|v| {
+            if v.abs() < 0.05 {
+                v + 0.1f64.copysign(v)
+            } else {
+                v
+            }
+        })
         .collect();
     let alpha = randv(&mut rng, c);
     let r = randv(&mut rng, x.len());
@@ -213,7 +227,11 @@ fn prelu_backward_matches_finite_differences() {
 fn add_backward_is_identity_for_both_inputs() {
     // y = a + b, so ∂(r·y)/∂a = ∂(r·y)/∂b = r; the tape passes dy through unchanged.
     let mut rng = Rng::new(45);
-    let (a, b, r) = (randv(&mut rng, 11), randv(&mut rng, 11), randv(&mut rng, 11));
+    let (a, b, r) = (
+        randv(&mut rng, 11),
+        randv(&mut rng, 11),
+        randv(&mut rng, 11),
+    );
     let f = |a: &[f64], b: &[f64]| a.iter().zip(b).zip(&r).map(|((x, y), z)| (x + y) * z).sum();
     assert_close_to_numeric("add da", &a, &r, &mut |ap| f(ap, &b));
     assert_close_to_numeric("add db", &b, &r, &mut |bp| f(&a, bp));
@@ -230,7 +248,9 @@ fn global_depthwise_backward_matches_finite_differences() {
         let mut s = 0.0;
         for b in 0..n {
             for ch in 0..c {
-                let y: f64 = (0..hw).map(|i| x[(b * c + ch) * hw + i] * w[ch * hw + i]).sum();
+                let y: f64 = (0..hw)
+                    .map(|i| x[(b * c + ch) * hw + i] * w[ch * hw + i])
+                    .sum();
                 s += y * r[b * c + ch];
             }
         }
@@ -325,10 +345,19 @@ fn margins_lower_the_target_logit() {
     // A margin makes the loss strictly larger for the same cosines.
     let cos = [0.6f64, 0.1, 0.2, 0.3];
     let mut d = [0.0; 4];
-    let plain = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::None, &mut d).unwrap().0;
-    let cosface = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::CosFace(0.2), &mut d).unwrap().0;
-    let arcface = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::ArcFace(0.2), &mut d).unwrap().0;
-    assert!(cosface > plain && arcface > plain, "{plain} {cosface} {arcface}");
+    let plain = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::None, &mut d)
+        .unwrap()
+        .0;
+    let cosface = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::CosFace(0.2), &mut d)
+        .unwrap()
+        .0;
+    let arcface = loss::margin_softmax(&cos, 1, 4, &[0], 10.0, Margin::ArcFace(0.2), &mut d)
+        .unwrap()
+        .0;
+    assert!(
+        cosface > plain && arcface > plain,
+        "{plain} {cosface} {arcface}"
+    );
 }
 
 type Regression = fn(&[f64], &[f64], usize, usize, &mut [f64]) -> crate::Result<f64>;

@@ -106,7 +106,9 @@ fn nc_hw(t: &Tensor, what: &str) -> Result<(usize, usize, usize)> {
     match t.shape() {
         [n, c] => Ok((*n, *c, 1)),
         [n, c, h, w] => Ok((*n, *c, h * w)),
-        s => Err(Error::Shape(format!("{what} must be 2-D or 4-D, got {s:?}"))),
+        s => Err(Error::Shape(format!(
+            "{what} must be 2-D or 4-D, got {s:?}"
+        ))),
     }
 }
 

@@ -68,7 +68,16 @@ pub fn record_student(
         bn_stats: Vec::new(),
     };
     let input = tape.leaf(x, false);
-    let mut y = conv_bn_prelu(tape, p, &mut g, "stem", input, Conv2d::new(1, 1, 1), true, mode)?;
+    let mut y = conv_bn_prelu(
+        tape,
+        p,
+        &mut g,
+        "stem",
+        input,
+        Conv2d::new(1, 1, 1),
+        true,
+        mode,
+    )?;
     for b in BLOCKS {
         let dw = conv_bn_prelu(
             tape,
@@ -234,7 +243,10 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
             // Folding reorders the f32 arithmetic; unit-norm outputs agree to ~1e-6.
-            assert!(worst < 1e-4, "r={r}: eval graph differs from StudentNet by {worst}");
+            assert!(
+                worst < 1e-4,
+                "r={r}: eval graph differs from StudentNet by {worst}"
+            );
         }
     }
 
@@ -249,10 +261,15 @@ mod tests {
         let dout = Tensor::new(&[4, 128], (0..512).map(|_| rng.normal()).collect()).unwrap();
         tape.backward(g.embedding, dout).unwrap();
         for (name, v) in &g.params {
-            let grad = tape.grad(*v).unwrap_or_else(|| panic!("{name} has no gradient"));
+            let grad = tape
+                .grad(*v)
+                .unwrap_or_else(|| panic!("{name} has no gradient"));
             assert_eq!(grad.shape(), p.get(name).unwrap().shape());
             assert!(grad.data().iter().all(|v| v.is_finite()), "{name}");
-            assert!(grad.data().iter().any(|v| *v != 0.0), "{name} gradient is all zero");
+            assert!(
+                grad.data().iter().any(|v| *v != 0.0),
+                "{name} gradient is all zero"
+            );
         }
         let before = p.get("stem.bn.running_mean").unwrap().clone();
         update_running_stats(&mut p, &g.bn_stats).unwrap();

@@ -8,7 +8,9 @@ use crate::data::degrade::{DegradeConfig, Resample};
 use crate::data::folder::ImageFolder;
 use crate::data::loader::Source;
 use crate::error::{Error, Result};
-use crate::train::{self, checkpoint, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState};
+use crate::train::{
+    self, checkpoint, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState,
+};
 use crate::weights::StoreDtype;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -195,9 +197,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C only raises the flag; the loop checks it between steps and saves a checkpoint.
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).map_err(|e| {
-        Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}"))
-    })?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .map_err(|e| Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}")))?;
     eprintln!(
         "training {}px student on {} images of {} identities ({} kernels)",
         cfg.resolution,

@@ -188,8 +188,7 @@ pub type BatchNormBackwardFn = fn(
     &mut [f32],
 );
 /// `prelu_backward(n, c, hw, x, alpha, dy, dx, dalpha)`.
-pub type PreluBackwardFn =
-    fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+pub type PreluBackwardFn = fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
 /// `global_depthwise_backward(n, c, hw, x, w, dy, dx, dw)`.
 pub type GlobalDepthwiseBackwardFn =
     fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);

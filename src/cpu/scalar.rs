@@ -214,7 +214,8 @@ pub fn conv2d_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut 
                                     continue;
                                 }
                                 let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
-                                let xi = ((n * g.c_in + ic) * g.h + iy as usize) * g.w + ix as usize;
+                                let xi =
+                                    ((n * g.c_in + ic) * g.h + iy as usize) * g.w + ix as usize;
                                 dx[xi] = dx[xi] + d * wv;
                             }
                         }
@@ -566,11 +567,7 @@ pub fn l2_normalize_backward<T: Float>(n: usize, d: usize, x: &[T], dy: &[T], dx
             }
             continue;
         }
-        let dot = xs
-            .iter()
-            .zip(ds)
-            .fold(T::zero(), |a, (&v, &g)| a + v * g)
-            / norm;
+        let dot = xs.iter().zip(ds).fold(T::zero(), |a, (&v, &g)| a + v * g) / norm;
         for ((o, &v), &g) in out.iter_mut().zip(xs).zip(ds) {
             *o = (g - v / norm * dot) / norm;
         }

@@ -128,8 +128,13 @@ mod tests {
         let a = augment(&img, &cfg, &mut Rng::new(5));
         let b = augment(&img, &cfg, &mut Rng::new(5));
         assert_eq!(a, b);
-        let outs: Vec<Rgb8> = (0..8).map(|s| augment(&img, &cfg, &mut Rng::new(s))).collect();
-        assert!(outs.iter().any(|o| *o != outs[0]), "augmentation never varies");
+        let outs: Vec<Rgb8> = (0..8)
+            .map(|s| augment(&img, &cfg, &mut Rng::new(s)))
+            .collect();
+        assert!(
+            outs.iter().any(|o| *o != outs[0]),
+            "augmentation never varies"
+        );
         assert_eq!(augment(&img, &AugmentConfig::none(), &mut Rng::new(1)), img);
     }
 

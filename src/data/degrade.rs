@@ -83,15 +83,19 @@ impl DegradeConfig {
                 return bad(format!("{name} probability {p} is outside 0..=1"));
             }
         }
-        for (name, (lo, hi)) in [("blur sigma", self.blur_sigma), ("noise sigma", self.noise_sigma)]
-        {
+        for (name, (lo, hi)) in [
+            ("blur sigma", self.blur_sigma),
+            ("noise sigma", self.noise_sigma),
+        ] {
             if !(lo >= 0.0 && hi >= lo && hi.is_finite()) {
                 return bad(format!("{name} range {lo}..{hi} is invalid"));
             }
         }
         let (qlo, qhi) = self.jpeg_quality;
         if qlo == 0 || qhi > 100 || qlo > qhi {
-            return bad(format!("jpeg quality range {qlo}..{qhi} must lie in 1..=100"));
+            return bad(format!(
+                "jpeg quality range {qlo}..{qhi} must lie in 1..=100"
+            ));
         }
         Ok(())
     }
@@ -150,8 +154,10 @@ fn resample_separable(
     for y in 0..h {
         for (ox, taps) in wx.iter().enumerate() {
             for c in 0..3 {
-                rows[(y * ow + ox) * 3 + c] =
-                    taps.iter().map(|&(ix, f)| src[(y * w + ix) * 3 + c] * f).sum();
+                rows[(y * ow + ox) * 3 + c] = taps
+                    .iter()
+                    .map(|&(ix, f)| src[(y * w + ix) * 3 + c] * f)
+                    .sum();
             }
         }
     }
@@ -208,7 +214,13 @@ pub fn gaussian_blur(img: &Rgb8, sigma: f32) -> Rgb8 {
             .collect()
     };
     let src: Vec<f32> = img.pixels.iter().map(|&v| v as f32).collect();
-    let out = resample_separable(&src, img.width, img.height, &taps(img.width), &taps(img.height));
+    let out = resample_separable(
+        &src,
+        img.width,
+        img.height,
+        &taps(img.width),
+        &taps(img.height),
+    );
     Rgb8 {
         width: img.width,
         height: img.height,

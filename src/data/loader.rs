@@ -106,16 +106,30 @@ fn sample_rng(seed: u64, epoch: usize, position: usize) -> Rng {
     Rng::new(mix.next_u64())
 }
 
-fn prepare(source: &Source, cfg: &LoaderConfig, epoch: usize, pos: usize, idx: usize) -> Result<(Tensor, usize)> {
+fn prepare(
+    source: &Source,
+    cfg: &LoaderConfig,
+    epoch: usize,
+    pos: usize,
+    idx: usize,
+) -> Result<(Tensor, usize)> {
     let (img, label) = source.get(idx)?;
     let mut rng = sample_rng(cfg.seed, epoch, pos);
     let aug = augment(&img, &cfg.augment, &mut rng);
     let lr = degrade_to_lr(&aug, &cfg.degrade, &mut rng)?;
-    Ok((to_input(&lr, cfg.degrade.resolution, &cfg.normalization)?, label))
+    Ok((
+        to_input(&lr, cfg.degrade.resolution, &cfg.normalization)?,
+        label,
+    ))
 }
 
 /// Builds batch `index` of `epoch`, decoding its samples on `cfg.workers` threads.
-pub fn make_batch(source: &Source, cfg: &LoaderConfig, epoch: usize, index: usize) -> Result<Batch> {
+pub fn make_batch(
+    source: &Source,
+    cfg: &LoaderConfig,
+    epoch: usize,
+    index: usize,
+) -> Result<Batch> {
     let order = epoch_order(source.len(), cfg.seed, epoch);
     let size = cfg.batch.min(source.len());
     let start = index * size;
@@ -137,7 +151,9 @@ pub fn make_batch(source: &Source, cfg: &LoaderConfig, epoch: usize, index: usiz
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(Error::InvalidArgument("a data-loading thread panicked".into()))
+                    Err(Error::InvalidArgument(
+                        "a data-loading thread panicked".into(),
+                    ))
                 })
             })
             .collect()
@@ -178,7 +194,9 @@ impl Loader {
             return Err(Error::EmptyInput("the training set has no images".into()));
         }
         if cfg.batch == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         cfg.degrade.validate()?;
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
@@ -247,7 +265,9 @@ mod tests {
 
     fn source() -> Arc<Source> {
         Arc::new(Source::Memory(
-            (0..10).map(|i| (synthetic_face(i, 0, 0.0), (i % 3) as usize)).collect(),
+            (0..10)
+                .map(|i| (synthetic_face(i, 0, 0.0), (i % 3) as usize))
+                .collect(),
         ))
     }
 
@@ -260,7 +280,10 @@ mod tests {
             got.push(b.unwrap());
         }
         // Epoch 0 from batch 1, then all of epoch 1: 10/4 = 2 batches each.
-        assert_eq!(got.iter().map(|b| (b.epoch, b.index)).collect::<Vec<_>>(), [(0, 1), (1, 0), (1, 1)]);
+        assert_eq!(
+            got.iter().map(|b| (b.epoch, b.index)).collect::<Vec<_>>(),
+            [(0, 1), (1, 0), (1, 1)]
+        );
         for b in &got {
             let direct = make_batch(&src, &cfg(4, 3), b.epoch, b.index).unwrap();
             assert_eq!(direct.x, b.x, "worker count changed the data");

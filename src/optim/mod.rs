@@ -87,8 +87,11 @@ impl Optimizer {
                         .second
                         .entry(name.to_string())
                         .or_insert_with(|| vec![0.0; p.len()]);
-                    for (((pv, &gv), mv), vv) in
-                        p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut())
+                    for (((pv, &gv), mv), vv) in p
+                        .iter_mut()
+                        .zip(g.iter())
+                        .zip(m.iter_mut())
+                        .zip(v.iter_mut())
                     {
                         *pv -= lr * wd * *pv;
                         *mv = beta1 * *mv + (1.0 - beta1) * gv;
@@ -106,7 +109,10 @@ impl Optimizer {
         let mut out = Vec::new();
         for (prefix, map) in [("optim.m.", &self.first), ("optim.v.", &self.second)] {
             for (name, v) in map {
-                out.push((format!("{prefix}{name}"), Tensor::new(&[v.len()], v.clone())?));
+                out.push((
+                    format!("{prefix}{name}"),
+                    Tensor::new(&[v.len()], v.clone())?,
+                ));
             }
         }
         Ok(out)
@@ -197,7 +203,10 @@ mod tests {
         let g = [0.5f32, 0.25];
         opt.step(&mut [("w", &mut p, &g, true)], 0.1).unwrap();
         // b = g + 0.1 p = [0.6, 0.05]; p = p − 0.1 b.
-        assert!((p[0] - 0.94).abs() < 1e-6 && (p[1] - -2.005).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p[0] - 0.94).abs() < 1e-6 && (p[1] - -2.005).abs() < 1e-6,
+            "{p:?}"
+        );
         opt.step(&mut [("w", &mut p, &g, true)], 0.1).unwrap();
         // b = 0.9·[0.6, 0.05] + g + 0.1 p = [0.54 + 0.594, 0.045 + 0.0495].
         let b = [0.54 + 0.5 + 0.094, 0.045 + 0.25 - 0.2005];
@@ -217,7 +226,8 @@ mod tests {
         )
         .unwrap();
         let mut p = vec![2.0f32, -1.0];
-        opt.step(&mut [("w", &mut p, &[3.0, -0.5], true)], 0.1).unwrap();
+        opt.step(&mut [("w", &mut p, &[3.0, -0.5], true)], 0.1)
+            .unwrap();
         // Bias-corrected m/√v = sign(g) on the first step.
         assert!((p[0] - (2.0 * (1.0 - 0.001) - 0.1)).abs() < 1e-5, "{p:?}");
         assert!((p[1] - (-1.0 * (1.0 - 0.001) + 0.1)).abs() < 1e-5, "{p:?}");

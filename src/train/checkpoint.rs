@@ -29,7 +29,10 @@ pub fn save(path: &Path, cfg: &TrainConfig, state: &TrainState) -> Result<()> {
     meta.insert("train.step".into(), state.step.to_string());
     meta.insert("train.optim_steps".into(), state.optim.steps.to_string());
     meta.insert("train.epoch_loss".into(), state.epoch_loss.to_string());
-    meta.insert("train.epoch_correct".into(), state.epoch_correct.to_string());
+    meta.insert(
+        "train.epoch_correct".into(),
+        state.epoch_correct.to_string(),
+    );
     meta.insert("train.epoch_seen".into(), state.epoch_seen.to_string());
     weights::save(path, &named, &meta, StoreDtype::F32)
 }
@@ -74,10 +77,13 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
         epoch: num("train.epoch")? as usize,
         batch_index: num("train.batch_index")? as usize,
         step: num("train.step")?,
-        epoch_loss: w.meta("train.epoch_loss")?.parse().map_err(|_| Error::Metadata {
-            key: "train.epoch_loss".into(),
-            reason: "not a number".into(),
-        })?,
+        epoch_loss: w
+            .meta("train.epoch_loss")?
+            .parse()
+            .map_err(|_| Error::Metadata {
+                key: "train.epoch_loss".into(),
+                reason: "not a number".into(),
+            })?,
         epoch_correct: num("train.epoch_correct")? as usize,
         epoch_seen: num("train.epoch_seen")? as usize,
     })

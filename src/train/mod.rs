@@ -163,7 +163,9 @@ impl TrainState {
         let mut rng = Rng::new(cfg.seed ^ 0xC1A5_5E5);
         let classifier = Tensor::new(
             &[classes, EMBEDDING_SIZE],
-            (0..classes * EMBEDDING_SIZE).map(|_| rng.normal()).collect(),
+            (0..classes * EMBEDDING_SIZE)
+                .map(|_| rng.normal())
+                .collect(),
         )?;
         Ok(TrainState {
             params,
@@ -228,10 +230,16 @@ pub fn train_step(
     let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
     for (name, v) in &graph.params {
         let g = tape.grad(*v).map(|t| t.data().to_vec());
-        grads.push((name.clone(), g.unwrap_or_else(|| vec![0.0; tape.value(*v).numel()])));
+        grads.push((
+            name.clone(),
+            g.unwrap_or_else(|| vec![0.0; tape.value(*v).numel()]),
+        ));
     }
     let cg = tape.grad(centres).map(|t| t.data().to_vec());
-    grads.push((CLASSIFIER.into(), cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()])));
+    grads.push((
+        CLASSIFIER.into(),
+        cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()]),
+    ));
     drop(tape);
     if let Some(max) = cfg.clip {
         let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
@@ -244,9 +252,9 @@ pub fn train_step(
             if !is_trainable(name) {
                 continue;
             }
-            let (gname, g) = grad_iter
-                .next()
-                .ok_or_else(|| Error::Shape("gradient list is shorter than the parameters".into()))?;
+            let (gname, g) = grad_iter.next().ok_or_else(|| {
+                Error::Shape("gradient list is shorter than the parameters".into())
+            })?;
             debug_assert_eq!(gname, name);
             updates.push((name.as_str(), t.data_mut(), g.as_slice(), decays(name)));
         }
