@@ -61,7 +61,7 @@ pub fn pattern_class_image(class: u64, sample_seed: u64) -> Rgb8 {
             ]
         })
         .collect();
-    let mut rng = crate::rng::Rng::new(sample_seed ^ 0x5A4D_1E);
+    let mut rng = crate::rng::Rng::new(sample_seed ^ 0x005A_4D1E);
     let (dx, dy) = (rng.below(7) as i32 - 3, rng.below(7) as i32 - 3);
     let gain = rng.range(0.9, 1.1);
     let side = 64i32;
@@ -70,8 +70,8 @@ pub fn pattern_class_image(class: u64, sample_seed: u64) -> Rgb8 {
         for x in 0..side {
             let gx = ((x - dx).clamp(0, side - 1) / 16) as usize;
             let gy = ((y - dy).clamp(0, side - 1) / 16) as usize;
-            for ch in 0..3 {
-                let v = grid[gy * 4 + gx][ch] * gain + 8.0 * rng.normal();
+            for &c in &grid[gy * 4 + gx] {
+                let v = c * gain + 8.0 * rng.normal();
                 pixels.push(v.clamp(0.0, 255.0) as u8);
             }
         }

@@ -36,7 +36,7 @@ impl Optimizer {
                 (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0
             }
         };
-        if !ok || !(weight_decay >= 0.0) {
+        if !ok || weight_decay.is_nan() || weight_decay < 0.0 {
             return Err(Error::InvalidArgument(format!(
                 "optimiser settings {rule:?}, weight decay {weight_decay} are out of range"
             )));
@@ -230,7 +230,7 @@ mod tests {
             .unwrap();
         // Bias-corrected m/√v = sign(g) on the first step.
         assert!((p[0] - (2.0 * (1.0 - 0.001) - 0.1)).abs() < 1e-5, "{p:?}");
-        assert!((p[1] - (-1.0 * (1.0 - 0.001) + 0.1)).abs() < 1e-5, "{p:?}");
+        assert!((p[1] - (-(1.0 - 0.001) + 0.1)).abs() < 1e-5, "{p:?}");
     }
 
     #[test]

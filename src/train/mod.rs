@@ -160,7 +160,7 @@ impl TrainState {
         let mut info = StudentInfo::new(cfg.resolution)?;
         info.provenance = format!("bridge train from scratch, seed {}", cfg.seed);
         let params = StudentParams::random(info, cfg.seed);
-        let mut rng = Rng::new(cfg.seed ^ 0xC1A5_5E5);
+        let mut rng = Rng::new(cfg.seed ^ 0x0C1A_55E5);
         let classifier = Tensor::new(
             &[classes, EMBEDDING_SIZE],
             (0..classes * EMBEDDING_SIZE)
