@@ -193,6 +193,34 @@ fn batch_norm_train_backward_matches_finite_differences() {
 }
 
 #[test]
+fn batch_norm_eval_backward_matches_finite_differences() {
+    let mut rng = Rng::new(35);
+    let (n, c, hw) = (2, 3, 4);
+    let x = randv(&mut rng, n * c * hw);
+    let gamma = randv(&mut rng, c);
+    let beta = randv(&mut rng, c);
+    let mean = randv(&mut rng, c);
+    let var: Vec<f64> = (0..c).map(|_| rng.range(0.2, 2.0) as f64).collect();
+    let r = randv(&mut rng, x.len());
+    let eps = 1e-5;
+    let fwd = |x: &[f64], g: &[f64], b: &[f64]| {
+        let mut s = 0.0;
+        for (i, &v) in x.iter().enumerate() {
+            let ch = (i / hw) % c;
+            s += r[i] * ((v - mean[ch]) / (var[ch] + eps).sqrt() * g[ch] + b[ch]);
+        }
+        s
+    };
+    let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+    scalar::batch_norm_eval_backward(
+        n, c, hw, &x, &r, &gamma, &mean, &var, eps, &mut dx, &mut dg, &mut db,
+    );
+    assert_close_to_numeric("bn eval dx", &x, &dx, &mut |xp| fwd(xp, &gamma, &beta));
+    assert_close_to_numeric("bn eval dgamma", &gamma, &dg, &mut |gp| fwd(&x, gp, &beta));
+    assert_close_to_numeric("bn eval dbeta", &beta, &db, &mut |bp| fwd(&x, &gamma, bp));
+}
+
+#[test]
 fn prelu_backward_matches_finite_differences() {
     let mut rng = Rng::new(40);
     let (n, c, hw) = (2, 3, 5);
@@ -385,5 +413,105 @@ fn feature_losses_match_finite_differences() {
             let zero = f(&t, &t, n, d, &mut ds).unwrap();
             assert!(zero.abs() < 1e-12, "{name}: {zero}");
         }
+    }
+}
+
+/// The tape's wiring: a small network using every tape op (general, depthwise and pointwise conv,
+/// training and eval batch-norm, PReLU, residual add, global depthwise conv, linear, L2
+/// normalisation), its gradients compared with directional central differences of the whole
+/// f32 forward. The kernels are checked in f64 above; this catches a kernel called with the
+/// wrong operands. Small sizes keep PReLU kinks out of reach of the step.
+#[test]
+fn tape_gradients_match_directional_differences() {
+    use super::{Tape, Var};
+    use crate::cpu::Kernels;
+    use crate::ops::Conv2d;
+    use crate::tensor::Tensor;
+    let k = Kernels::scalar();
+    let mut rng = Rng::new(200);
+    let mut t = |shape: &[usize], scale: f32, offset: f32| {
+        let n: usize = shape.iter().product();
+        Tensor::new(
+            shape,
+            (0..n).map(|_| offset + scale * rng.normal()).collect(),
+        )
+        .unwrap()
+    };
+    let params: Vec<(&str, Tensor)> = vec![
+        ("stem", t(&[4, 3, 3, 3], 0.5, 0.0)),
+        ("g1", t(&[4], 0.2, 1.0)),
+        ("b1", t(&[4], 0.2, 0.0)),
+        ("a1", t(&[4], 0.1, 0.25)),
+        ("dw", t(&[4, 1, 3, 3], 0.5, 0.0)),
+        ("g2", t(&[4], 0.2, 1.0)),
+        ("b2", t(&[4], 0.2, 0.0)),
+        ("pw", t(&[4, 4, 1, 1], 0.5, 0.0)),
+        ("a2", t(&[4], 0.1, 0.25)),
+        ("gdc", t(&[4, 1, 3, 3], 0.5, 0.0)),
+        ("lin", t(&[5, 4], 0.5, 0.0)),
+        ("g3", t(&[5], 0.2, 1.0)),
+        ("b3", t(&[5], 0.2, 0.0)),
+    ];
+    let x = t(&[3, 3, 6, 6], 1.0, 0.0);
+    let r = t(&[3, 5], 1.0, 0.0);
+    let (eval_mean, eval_var) = (
+        vec![0.1f32, -0.2, 0.05, 0.0, 0.3],
+        vec![0.8f32, 1.2, 0.5, 1.0, 2.0],
+    );
+    let forward = |tape: &mut Tape, p: &[(&str, Tensor)]| -> (Vec<Var>, Var) {
+        let v: Vec<Var> = p.iter().map(|(_, t)| tape.leaf(t.clone(), true)).collect();
+        let xi = tape.leaf(x.clone(), false);
+        let y = tape.conv2d(xi, v[0], Conv2d::new(2, 1, 1)).unwrap(); // 6×6 → 3×3
+        let (y, _, _) = tape.batch_norm_train(y, v[1], v[2], 1e-5).unwrap();
+        let y = tape.prelu(y, v[3]).unwrap();
+        let d = tape.conv2d(y, v[4], Conv2d::new(1, 1, 4)).unwrap();
+        let (d, _, _) = tape.batch_norm_train(d, v[5], v[6], 1e-5).unwrap();
+        let pw = tape.conv2d(d, v[7], Conv2d::new(1, 0, 1)).unwrap();
+        let pw = tape.prelu(pw, v[8]).unwrap();
+        let s = tape.add(pw, y).unwrap();
+        let g = tape.global_depthwise(s, v[9]).unwrap();
+        let l = tape.linear(g, v[10]).unwrap();
+        let l = tape
+            .batch_norm_eval(l, v[11], v[12], &eval_mean, &eval_var, 1e-5)
+            .unwrap();
+        (v, tape.l2_normalize(l).unwrap())
+    };
+    let objective = |p: &[(&str, Tensor)]| -> f64 {
+        let mut tape = Tape::new(&k);
+        let (_, out) = forward(&mut tape, p);
+        let o = tape.value(out).data();
+        o.iter()
+            .zip(r.data())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    };
+    let mut tape = Tape::new(&k);
+    let (vars, out) = forward(&mut tape, &params);
+    tape.backward(out, r.clone()).unwrap();
+    let mut drng = Rng::new(201);
+    for (i, (name, value)) in params.iter().enumerate() {
+        let grad = tape.grad(vars[i]).unwrap().data().to_vec();
+        let mut dir: Vec<f32> = (0..value.numel()).map(|_| drng.normal()).collect();
+        let norm = dir.iter().map(|d| d * d).sum::<f32>().sqrt();
+        dir.iter_mut().for_each(|d| *d /= norm);
+        let analytic: f64 = grad
+            .iter()
+            .zip(&dir)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let h = 3e-3f32;
+        let shifted = |s: f32| {
+            let mut q = params.clone();
+            for (w, d) in q[i].1.data_mut().iter_mut().zip(&dir) {
+                *w += s * d;
+            }
+            objective(&q)
+        };
+        let numeric = (shifted(h) - shifted(-h)) / (2.0 * h as f64);
+        // f32 forward: ~1e-7 relative rounding over a 3e-3 step gives ~1e-4 absolute noise.
+        assert!(
+            (numeric - analytic).abs() <= 0.01 * analytic.abs().max(numeric.abs()) + 1e-3,
+            "{name}: tape gives {analytic}, finite difference {numeric}"
+        );
     }
 }

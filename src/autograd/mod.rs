@@ -399,26 +399,27 @@ impl<'k> Tape<'k> {
                     var,
                     eps,
                 } => {
-                    // y = (x − μ)·s·γ + β with s = 1/√(σ² + ε): every gradient is elementwise.
                     let (n, c, hw) = nc_hw(self.value(*x), "batch-norm input")?;
-                    let gv = self.value(*gamma).data().to_vec();
-                    let xv = self.value(*x).data();
-                    let mut dx = vec![0.0f32; xv.len()];
-                    let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
-                    for b in 0..n {
-                        for ch in 0..c {
-                            let s = 1.0 / (var[ch] + eps).sqrt();
-                            for i in (b * c + ch) * hw..(b * c + ch + 1) * hw {
-                                dx[i] = dy[i] * s * gv[ch];
-                                dg[ch] += dy[i] * (xv[i] - mean[ch]) * s;
-                                db[ch] += dy[i];
-                            }
-                        }
-                    }
-                    let (xs, gs) = (self.value(*x).shape().to_vec(), [c]);
-                    self.accumulate(*gamma, Tensor::new(&gs, dg)?);
-                    self.accumulate(*beta, Tensor::new(&gs, db)?);
-                    self.accumulate(*x, Tensor::new(&xs, dx)?);
+                    let mut dx = Tensor::zeros(self.value(*x).shape());
+                    let mut dg = Tensor::zeros(self.value(*gamma).shape());
+                    let mut db = Tensor::zeros(self.value(*beta).shape());
+                    (k.batch_norm_eval_backward)(
+                        n,
+                        c,
+                        hw,
+                        self.value(*x).data(),
+                        dy,
+                        self.value(*gamma).data(),
+                        mean,
+                        var,
+                        *eps,
+                        dx.data_mut(),
+                        dg.data_mut(),
+                        db.data_mut(),
+                    );
+                    self.accumulate(*gamma, dg);
+                    self.accumulate(*beta, db);
+                    self.accumulate(*x, dx);
                 }
                 Op::Prelu { x, alpha } => {
                     let (n, c, hw) = nc_hw(self.value(*x), "prelu input")?;

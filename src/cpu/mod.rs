@@ -224,6 +224,7 @@ pub struct Kernels {
     pub linear_backward_data: LinearBackwardFn,
     pub linear_backward_weight: LinearBackwardFn,
     pub l2_normalize_backward: L2NormalizeBackwardFn,
+    pub batch_norm_eval_backward: BatchNormBackwardFn,
 }
 
 impl Kernels {
@@ -251,6 +252,7 @@ impl Kernels {
             linear_backward_data: scalar::linear_backward_data::<f32>,
             linear_backward_weight: scalar::linear_backward_weight::<f32>,
             l2_normalize_backward: scalar::l2_normalize_backward::<f32>,
+            batch_norm_eval_backward: scalar::batch_norm_eval_backward::<f32>,
         }
     }
 

@@ -573,3 +573,34 @@ pub fn l2_normalize_backward<T: Float>(n: usize, d: usize, x: &[T], dy: &[T], dx
         }
     }
 }
+
+/// Backward of inference-mode batch-norm `y = (x − mean)·γ/√(var + ε) + β` (fixed statistics):
+/// every gradient is elementwise. Writes `dx`, `dgamma` and `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval_backward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    var: &[T],
+    eps: T,
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) {
+    dgamma[..c].fill(T::zero());
+    dbeta[..c].fill(T::zero());
+    for b in 0..n {
+        for ch in 0..c {
+            let s = T::one() / (var[ch] + eps).sqrt();
+            for i in (b * c + ch) * hw..(b * c + ch + 1) * hw {
+                dx[i] = dy[i] * s * gamma[ch];
+                dgamma[ch] = dgamma[ch] + dy[i] * (x[i] - mean[ch]) * s;
+                dbeta[ch] = dbeta[ch] + dy[i];
+            }
+        }
+    }
+}
