@@ -2,6 +2,7 @@
 //! student, and a fast engine to run it. Modules are listed bottom-up; each imports only from
 //! those above it in this list (see docs/ARCHITECTURE.md).
 
+pub mod autograd;
 pub mod cli;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -12,8 +13,10 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

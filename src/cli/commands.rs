@@ -35,6 +35,7 @@ pub fn run(cmd: Command) -> Result<()> {
         } => verify(&a, &b, threshold, weights, json),
         Command::Demo { weights } => demo(weights),
         Command::Eval(args) => super::eval::run(args),
+        Command::Train(args) => super::train::run(&args),
     }
 }
 

@@ -4,6 +4,7 @@
 mod commands;
 pub mod device;
 mod eval;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ pub enum Command {
     },
     /// Evaluate a model on a labelled folder at a resolution: verification and identification.
     Eval(eval::EvalArgs),
+    /// Train the student from scratch by classification on an ImageFolder set.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed as one line.

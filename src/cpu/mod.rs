@@ -166,6 +166,38 @@ pub type GlobalDepthwiseFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f3
 /// `linear(n, k, m, x, weight, bias, y)`.
 pub type LinearFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
 
+/// `conv_backward(geometry, a, b, out)`: for the data gradient `a = dy, b = w, out = dx`; for
+/// the weight gradient `a = x, b = dy, out = dw`. Outputs are overwritten.
+pub type ConvBackwardFn = fn(&ConvGeom, &[f32], &[f32], &mut [f32]);
+/// `batch_norm_train_forward(n, c, hw, x, gamma, beta, eps, y, batch_mean, batch_var)`.
+pub type BatchNormTrainFn =
+    fn(usize, usize, usize, &[f32], &[f32], &[f32], f32, &mut [f32], &mut [f32], &mut [f32]);
+/// `batch_norm_train_backward(n, c, hw, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta)`.
+pub type BatchNormBackwardFn = fn(
+    usize,
+    usize,
+    usize,
+    &[f32],
+    &[f32],
+    &[f32],
+    &[f32],
+    &[f32],
+    f32,
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+);
+/// `prelu_backward(n, c, hw, x, alpha, dy, dx, dalpha)`.
+pub type PreluBackwardFn = fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+/// `global_depthwise_backward(n, c, hw, x, w, dy, dx, dw)`.
+pub type GlobalDepthwiseBackwardFn =
+    fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+/// `linear_backward_{data,weight}(n, k, m, a, b, out)`: data `a = dy, b = w, out = dx`;
+/// weight `a = x, b = dy, out = dw`.
+pub type LinearBackwardFn = fn(usize, usize, usize, &[f32], &[f32], &mut [f32]);
+/// `l2_normalize_backward(n, d, x, dy, dx)`.
+pub type L2NormalizeBackwardFn = fn(usize, usize, &[f32], &[f32], &mut [f32]);
+
 /// One table of kernels for one ISA. Every caller goes through a table; no caller
 /// chooses an ISA itself.
 #[derive(Clone, Copy)]
@@ -178,6 +210,21 @@ pub struct Kernels {
     pub global_depthwise_conv: GlobalDepthwiseFn,
     pub linear: LinearFn,
     pub l2_normalize: fn(usize, usize, &mut [f32]),
+    // ---- backward kernels (training) ----
+    pub conv2d_backward_data: ConvBackwardFn,
+    pub conv2d_backward_weight: ConvBackwardFn,
+    pub depthwise_backward_data: ConvBackwardFn,
+    pub depthwise_backward_weight: ConvBackwardFn,
+    pub pointwise_backward_data: ConvBackwardFn,
+    pub pointwise_backward_weight: ConvBackwardFn,
+    pub batch_norm_train_forward: BatchNormTrainFn,
+    pub batch_norm_train_backward: BatchNormBackwardFn,
+    pub prelu_backward: PreluBackwardFn,
+    pub global_depthwise_backward: GlobalDepthwiseBackwardFn,
+    pub linear_backward_data: LinearBackwardFn,
+    pub linear_backward_weight: LinearBackwardFn,
+    pub l2_normalize_backward: L2NormalizeBackwardFn,
+    pub batch_norm_eval_backward: BatchNormBackwardFn,
 }
 
 impl Kernels {
@@ -192,6 +239,20 @@ impl Kernels {
             global_depthwise_conv: scalar::global_depthwise_conv,
             linear: scalar::linear,
             l2_normalize: scalar::l2_normalize,
+            conv2d_backward_data: scalar::conv2d_backward_data::<f32>,
+            conv2d_backward_weight: scalar::conv2d_backward_weight::<f32>,
+            depthwise_backward_data: scalar::depthwise_backward_data::<f32>,
+            depthwise_backward_weight: scalar::depthwise_backward_weight::<f32>,
+            pointwise_backward_data: scalar::pointwise_backward_data::<f32>,
+            pointwise_backward_weight: scalar::pointwise_backward_weight::<f32>,
+            batch_norm_train_forward: scalar::batch_norm_train_forward::<f32>,
+            batch_norm_train_backward: scalar::batch_norm_train_backward::<f32>,
+            prelu_backward: scalar::prelu_backward::<f32>,
+            global_depthwise_backward: scalar::global_depthwise_backward::<f32>,
+            linear_backward_data: scalar::linear_backward_data::<f32>,
+            linear_backward_weight: scalar::linear_backward_weight::<f32>,
+            l2_normalize_backward: scalar::l2_normalize_backward::<f32>,
+            batch_norm_eval_backward: scalar::batch_norm_eval_backward::<f32>,
         }
     }
 

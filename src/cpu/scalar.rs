@@ -174,3 +174,433 @@ pub fn l2_normalize(n: usize, d: usize, x: &mut [f32]) {
         }
     }
 }
+
+// ---- backward kernels ----
+//
+// Reverse-mode kernels for training, generic over the float type so the same code runs in f32
+// (training, through the `Kernels` table) and in f64 (the finite-difference gradient checks).
+// Each writes (never accumulates into) its outputs; the caller sums gradients.
+
+use num_traits::Float;
+
+/// A constant in the kernel's float type.
+fn cst<T: Float>(v: f64) -> T {
+    T::from(v).unwrap_or_else(T::nan)
+}
+
+/// Gradient of a general conv (any groups, stride, padding) with respect to its input:
+/// `dx[n, ic, iy, ix] = Σ dy[n, oc, oy, ox] · w[oc, ic_g, ky, kx]` over the taps that read it.
+pub fn conv2d_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let cin_g = g.c_in / g.groups;
+    let cout_g = g.c_out / g.groups;
+    dx[..g.input_len()].fill(T::zero());
+    for n in 0..g.n {
+        for oc in 0..g.c_out {
+            let grp = oc / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[((n * g.c_out + oc) * oh + oy) * ow + ox];
+                    for icg in 0..cin_g {
+                        let ic = grp * cin_g + icg;
+                        for ky in 0..g.kh {
+                            let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
+                            if iy < 0 || iy >= g.h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.kw {
+                                let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
+                                if ix < 0 || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
+                                let xi =
+                                    ((n * g.c_in + ic) * g.h + iy as usize) * g.w + ix as usize;
+                                dx[xi] = dx[xi] + d * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gradient of a general conv with respect to its weights (OIHW), summed over the batch.
+pub fn conv2d_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let cin_g = g.c_in / g.groups;
+    let cout_g = g.c_out / g.groups;
+    dw[..g.weight_len()].fill(T::zero());
+    for n in 0..g.n {
+        for oc in 0..g.c_out {
+            let grp = oc / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[((n * g.c_out + oc) * oh + oy) * ow + ox];
+                    for icg in 0..cin_g {
+                        let ic = grp * cin_g + icg;
+                        for ky in 0..g.kh {
+                            let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
+                            if iy < 0 || iy >= g.h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.kw {
+                                let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
+                                if ix < 0 || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((n * g.c_in + ic) * g.h + iy as usize) * g.w + ix as usize];
+                                let wi = ((oc * cin_g + icg) * g.kh + ky) * g.kw + kx;
+                                dw[wi] = dw[wi] + d * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise conv (`groups == c_in == c_out`) input gradient; same result as
+/// `conv2d_backward_data`, with the channel loop outermost so each map is touched once.
+pub fn depthwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let (kh, kw) = (g.kh, g.kw);
+    dx[..g.input_len()].fill(T::zero());
+    for n in 0..g.n {
+        for c in 0..g.c_in {
+            let dys = &dy[(n * g.c_in + c) * oh * ow..(n * g.c_in + c + 1) * oh * ow];
+            let ws = &w[c * kh * kw..(c + 1) * kh * kw];
+            let dxs = &mut dx[(n * g.c_in + c) * g.h * g.w..(n * g.c_in + c + 1) * g.h * g.w];
+            for oy in 0..oh {
+                for ky in 0..kh {
+                    let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let row = iy as usize * g.w;
+                    for ox in 0..ow {
+                        let d = dys[oy * ow + ox];
+                        for kx in 0..kw {
+                            let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
+                            if ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                            let xi = row + ix as usize;
+                            dxs[xi] = dxs[xi] + d * ws[ky * kw + kx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise conv weight gradient (`[c, 1, kh, kw]`), summed over the batch.
+pub fn depthwise_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let (kh, kw) = (g.kh, g.kw);
+    dw[..g.weight_len()].fill(T::zero());
+    for n in 0..g.n {
+        for c in 0..g.c_in {
+            let dys = &dy[(n * g.c_in + c) * oh * ow..(n * g.c_in + c + 1) * oh * ow];
+            let xs = &x[(n * g.c_in + c) * g.h * g.w..(n * g.c_in + c + 1) * g.h * g.w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let mut acc = T::zero();
+                    for oy in 0..oh {
+                        let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        for ox in 0..ow {
+                            let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
+                            if ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                            acc = acc + dys[oy * ow + ox] * xs[iy as usize * g.w + ix as usize];
+                        }
+                    }
+                    let wi = c * kh * kw + ky * kw + kx;
+                    dw[wi] = dw[wi] + acc;
+                }
+            }
+        }
+    }
+}
+
+/// Pointwise conv (1×1, stride 1, no padding, one group) input gradient:
+/// `dx[n, ci, p] = Σ_co w[co, ci] · dy[n, co, p]`.
+pub fn pointwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    let hw = g.h * g.w;
+    dx[..g.input_len()].fill(T::zero());
+    for n in 0..g.n {
+        for ci in 0..g.c_in {
+            let dxs = &mut dx[(n * g.c_in + ci) * hw..(n * g.c_in + ci + 1) * hw];
+            for co in 0..g.c_out {
+                let wv = w[co * g.c_in + ci];
+                let dys = &dy[(n * g.c_out + co) * hw..(n * g.c_out + co + 1) * hw];
+                for (d, &e) in dxs.iter_mut().zip(dys) {
+                    *d = *d + wv * e;
+                }
+            }
+        }
+    }
+}
+
+/// Pointwise conv weight gradient: `dw[co, ci] = Σ_{n,p} dy[n, co, p] · x[n, ci, p]`.
+pub fn pointwise_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+    let hw = g.h * g.w;
+    dw[..g.weight_len()].fill(T::zero());
+    for n in 0..g.n {
+        for co in 0..g.c_out {
+            let dys = &dy[(n * g.c_out + co) * hw..(n * g.c_out + co + 1) * hw];
+            for ci in 0..g.c_in {
+                let xs = &x[(n * g.c_in + ci) * hw..(n * g.c_in + ci + 1) * hw];
+                let mut acc = T::zero();
+                for (&a, &b) in dys.iter().zip(xs) {
+                    acc = acc + a * b;
+                }
+                dw[co * g.c_in + ci] = dw[co * g.c_in + ci] + acc;
+            }
+        }
+    }
+}
+
+/// Training-mode batch-norm over NC(HW): normalises with the batch's own statistics.
+/// Writes `y`, the per-channel batch mean and the biased batch variance (what the
+/// normalisation used); the caller updates running statistics from them.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_forward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    eps: T,
+    y: &mut [T],
+    mean: &mut [T],
+    var: &mut [T],
+) {
+    let count = cst::<T>((n * hw) as f64);
+    for ch in 0..c {
+        let mut s = T::zero();
+        for b in 0..n {
+            for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
+                s = s + v;
+            }
+        }
+        let m = s / count;
+        let mut q = T::zero();
+        for b in 0..n {
+            for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
+                q = q + (v - m) * (v - m);
+            }
+        }
+        let vr = q / count;
+        let scale = gamma[ch] / (vr + eps).sqrt();
+        for b in 0..n {
+            let base = (b * c + ch) * hw;
+            for i in 0..hw {
+                y[base + i] = (x[base + i] - m) * scale + beta[ch];
+            }
+        }
+        mean[ch] = m;
+        var[ch] = vr;
+    }
+}
+
+/// Backward of training-mode batch-norm, given the batch mean and biased variance of the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_backward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    var: &[T],
+    eps: T,
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) {
+    let count = cst::<T>((n * hw) as f64);
+    for ch in 0..c {
+        let invstd = T::one() / (var[ch] + eps).sqrt();
+        let (mut sd, mut sdx) = (T::zero(), T::zero());
+        for b in 0..n {
+            let base = (b * c + ch) * hw;
+            for i in 0..hw {
+                let xhat = (x[base + i] - mean[ch]) * invstd;
+                sd = sd + dy[base + i];
+                sdx = sdx + dy[base + i] * xhat;
+            }
+        }
+        dbeta[ch] = sd;
+        dgamma[ch] = sdx;
+        let k = gamma[ch] * invstd / count;
+        for b in 0..n {
+            let base = (b * c + ch) * hw;
+            for i in 0..hw {
+                let xhat = (x[base + i] - mean[ch]) * invstd;
+                dx[base + i] = k * (count * dy[base + i] - sd - xhat * sdx);
+            }
+        }
+    }
+}
+
+/// Backward of per-channel PReLU given its input `x`: `dx` and the slope gradient `dalpha`.
+#[allow(clippy::too_many_arguments)]
+pub fn prelu_backward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    alpha: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dalpha: &mut [T],
+) {
+    dalpha[..c].fill(T::zero());
+    for b in 0..n {
+        for ch in 0..c {
+            let base = (b * c + ch) * hw;
+            let mut da = T::zero();
+            for i in 0..hw {
+                let (xv, d) = (x[base + i], dy[base + i]);
+                if xv < T::zero() {
+                    dx[base + i] = d * alpha[ch];
+                    da = da + d * xv;
+                } else {
+                    dx[base + i] = d;
+                }
+            }
+            dalpha[ch] = dalpha[ch] + da;
+        }
+    }
+}
+
+/// Backward of the global depthwise conv (no bias): input and weight gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn global_depthwise_backward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dw: &mut [T],
+) {
+    dw[..c * hw].fill(T::zero());
+    for b in 0..n {
+        for ch in 0..c {
+            let d = dy[b * c + ch];
+            let base = (b * c + ch) * hw;
+            for i in 0..hw {
+                dx[base + i] = d * w[ch * hw + i];
+                dw[ch * hw + i] = dw[ch * hw + i] + d * x[base + i];
+            }
+        }
+    }
+}
+
+/// Linear layer input gradient: `dx[n, k] = Σ_m dy[n, m] · w[m, k]`.
+pub fn linear_backward_data<T: Float>(
+    n: usize,
+    k: usize,
+    m: usize,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+) {
+    dx[..n * k].fill(T::zero());
+    for b in 0..n {
+        let row = &mut dx[b * k..(b + 1) * k];
+        for o in 0..m {
+            let d = dy[b * m + o];
+            for (r, &wv) in row.iter_mut().zip(&w[o * k..(o + 1) * k]) {
+                *r = *r + d * wv;
+            }
+        }
+    }
+}
+
+/// Linear layer weight gradient: `dw[m, k] = Σ_n dy[n, m] · x[n, k]`.
+pub fn linear_backward_weight<T: Float>(
+    n: usize,
+    k: usize,
+    m: usize,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+) {
+    dw[..m * k].fill(T::zero());
+    for b in 0..n {
+        let xs = &x[b * k..(b + 1) * k];
+        for o in 0..m {
+            let d = dy[b * m + o];
+            for (r, &xv) in dw[o * k..(o + 1) * k].iter_mut().zip(xs) {
+                *r = *r + d * xv;
+            }
+        }
+    }
+}
+
+/// Backward of row-wise L2 normalisation `y = x / max(‖x‖, 1e-12)` given the input `x`:
+/// `dx = (dy − y (y·dy)) / ‖x‖`, or `dy / 1e-12` for a row whose norm is below the floor.
+pub fn l2_normalize_backward<T: Float>(n: usize, d: usize, x: &[T], dy: &[T], dx: &mut [T]) {
+    let floor = cst::<T>(1e-12);
+    for b in 0..n {
+        let xs = &x[b * d..(b + 1) * d];
+        let ds = &dy[b * d..(b + 1) * d];
+        let norm = xs.iter().fold(T::zero(), |a, &v| a + v * v).sqrt();
+        let out = &mut dx[b * d..(b + 1) * d];
+        if norm <= floor {
+            for (o, &g) in out.iter_mut().zip(ds) {
+                *o = g / floor;
+            }
+            continue;
+        }
+        let dot = xs.iter().zip(ds).fold(T::zero(), |a, (&v, &g)| a + v * g) / norm;
+        for ((o, &v), &g) in out.iter_mut().zip(xs).zip(ds) {
+            *o = (g - v / norm * dot) / norm;
+        }
+    }
+}
+
+/// Backward of inference-mode batch-norm `y = (x − mean)·γ/√(var + ε) + β` (fixed statistics):
+/// every gradient is elementwise. Writes `dx`, `dgamma` and `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval_backward<T: Float>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    var: &[T],
+    eps: T,
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) {
+    dgamma[..c].fill(T::zero());
+    dbeta[..c].fill(T::zero());
+    for b in 0..n {
+        for ch in 0..c {
+            let s = T::one() / (var[ch] + eps).sqrt();
+            for i in (b * c + ch) * hw..(b * c + ch + 1) * hw {
+                dx[i] = dy[i] * s * gamma[ch];
+                dgamma[ch] = dgamma[ch] + dy[i] * (x[i] - mean[ch]) * s;
+                dbeta[ch] = dbeta[ch] + dy[i];
+            }
+        }
+    }
+}

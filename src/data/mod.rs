@@ -1,7 +1,10 @@
 //! Data: reading images, resizing them to a model's input, and (later) datasets, alignment and
 //! low-resolution degradation. Produces tensors for models; never runs a model itself.
 
+pub mod augment;
+pub mod degrade;
 pub mod folder;
 pub mod image;
 pub mod resample;
+pub mod loader;
 pub mod synthetic;

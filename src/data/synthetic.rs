@@ -45,3 +45,40 @@ pub fn synthetic_face(shape_seed: u64, jitter: i32, tint: f32) -> Rgb8 {
         pixels,
     }
 }
+
+/// A 64×64 image of pattern class `class`: a 4×4 grid of colours fixed by the class (coarse
+/// enough to survive downsampling to 8×8), varied per `sample_seed` by a shift of up to 3 pixels,
+/// a brightness change of up to ±10% and pixel noise. For trainer tests that need separable
+/// classes.
+pub fn pattern_class_image(class: u64, sample_seed: u64) -> Rgb8 {
+    let mut cls = crate::rng::Rng::new(class.wrapping_mul(0x9E37_79B9) ^ 0xFACE);
+    let grid: Vec<[f32; 3]> = (0..16)
+        .map(|_| {
+            [
+                cls.range(20.0, 235.0),
+                cls.range(20.0, 235.0),
+                cls.range(20.0, 235.0),
+            ]
+        })
+        .collect();
+    let mut rng = crate::rng::Rng::new(sample_seed ^ 0x005A_4D1E);
+    let (dx, dy) = (rng.below(7) as i32 - 3, rng.below(7) as i32 - 3);
+    let gain = rng.range(0.9, 1.1);
+    let side = 64i32;
+    let mut pixels = Vec::with_capacity((side * side * 3) as usize);
+    for y in 0..side {
+        for x in 0..side {
+            let gx = ((x - dx).clamp(0, side - 1) / 16) as usize;
+            let gy = ((y - dy).clamp(0, side - 1) / 16) as usize;
+            for &c in &grid[gy * 4 + gx] {
+                let v = c * gain + 8.0 * rng.normal();
+                pixels.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    Rgb8 {
+        width: side as usize,
+        height: side as usize,
+        pixels,
+    }
+}

@@ -1,0 +1,246 @@
+//! `bridge train`: the "from scratch" classification baseline on an ImageFolder set. Parses
+//! options into a `TrainConfig`, wires Ctrl-C to a clean stop, and saves the student; no maths.
+
+use crate::autograd::loss::Margin;
+use crate::cpu;
+use crate::data::augment::AugmentConfig;
+use crate::data::degrade::{DegradeConfig, Resample};
+use crate::data::folder::ImageFolder;
+use crate::data::loader::Source;
+use crate::error::{Error, Result};
+use crate::train::{
+    self, checkpoint, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState,
+};
+use crate::weights::StoreDtype;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LossArg {
+    Softmax,
+    Cosface,
+    Arcface,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimArg {
+    Sgd,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ResampleArg {
+    Area,
+    Bilinear,
+    Bicubic,
+}
+
+/// Options of `bridge train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// ImageFolder set: one sub-folder per identity holding aligned face chips (e.g. 112×112).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Student input side in pixels, 8 to 32.
+    #[arg(long, default_value_t = 16)]
+    pub resolution: usize,
+    /// Where to write the trained student (.safetensors). The checkpoint is OUT.ckpt and the
+    /// per-epoch log OUT.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Peak learning rate (after warm-up).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 1)]
+    pub warmup_epochs: usize,
+    #[arg(long, value_enum, default_value_t = OptimArg::Sgd)]
+    pub optimizer: OptimArg,
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    pub clip: f32,
+    #[arg(long, value_enum, default_value_t = LossArg::Cosface)]
+    pub loss: LossArg,
+    /// Margin of CosFace (cosine) or ArcFace (radians).
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f64,
+    /// Logit scale of the normalised softmax.
+    #[arg(long, default_value_t = 16.0)]
+    pub scale: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the run saved in OUT.ckpt (same options required).
+    #[arg(long)]
+    pub resume: bool,
+    /// Threads preparing each batch (decode, augment, degrade); the kernels use one.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Largest random shift in HR pixels (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub max_shift: usize,
+    /// Smallest random crop as a fraction of the side (1: none).
+    #[arg(long, default_value_t = 0.9)]
+    pub min_crop: f32,
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Colour jitter amount for brightness, contrast and saturation (0: none).
+    #[arg(long, default_value_t = 0.2)]
+    pub jitter: f32,
+    /// Downsamplers to choose among.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ResampleArg::Area, ResampleArg::Bilinear, ResampleArg::Bicubic])]
+    pub resample: Vec<ResampleArg>,
+    #[arg(long, default_value_t = 0.5)]
+    pub blur_prob: f32,
+    #[arg(long, default_value_t = 0.5)]
+    pub blur_sigma_min: f32,
+    #[arg(long, default_value_t = 1.5)]
+    pub blur_sigma_max: f32,
+    #[arg(long, default_value_t = 0.5)]
+    pub noise_prob: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_sigma_min: f32,
+    #[arg(long, default_value_t = 6.0)]
+    pub noise_sigma_max: f32,
+    #[arg(long, default_value_t = 0.3)]
+    pub jpeg_prob: f32,
+    #[arg(long, default_value_t = 40)]
+    pub jpeg_quality_min: u8,
+    #[arg(long, default_value_t = 95)]
+    pub jpeg_quality_max: u8,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let mut c = TrainConfig::new(self.resolution);
+        c.epochs = self.epochs;
+        c.batch = self.batch;
+        c.lr = self.lr;
+        c.warmup_epochs = self.warmup_epochs;
+        c.optimizer = match self.optimizer {
+            OptimArg::Sgd => OptimizerKind::Sgd,
+            OptimArg::Adamw => OptimizerKind::AdamW,
+        };
+        c.weight_decay = self.weight_decay;
+        c.clip = (self.clip > 0.0).then_some(self.clip);
+        c.margin = match self.loss {
+            LossArg::Softmax => Margin::None,
+            LossArg::Cosface => Margin::CosFace(self.margin),
+            LossArg::Arcface => Margin::ArcFace(self.margin),
+        };
+        c.scale = self.scale;
+        c.seed = self.seed;
+        c.augment = AugmentConfig {
+            max_shift: self.max_shift,
+            min_crop: self.min_crop,
+            flip: !self.no_flip,
+            brightness: self.jitter,
+            contrast: self.jitter,
+            saturation: self.jitter,
+        };
+        c.degrade = DegradeConfig {
+            resolution: self.resolution,
+            methods: self
+                .resample
+                .iter()
+                .map(|r| match r {
+                    ResampleArg::Area => Resample::Area,
+                    ResampleArg::Bilinear => Resample::Bilinear,
+                    ResampleArg::Bicubic => Resample::Bicubic,
+                })
+                .collect(),
+            blur_prob: self.blur_prob,
+            blur_sigma: (self.blur_sigma_min, self.blur_sigma_max),
+            noise_prob: self.noise_prob,
+            noise_sigma: (self.noise_sigma_min, self.noise_sigma_max),
+            jpeg_prob: self.jpeg_prob,
+            jpeg_quality: (self.jpeg_quality_min, self.jpeg_quality_max),
+        };
+        c
+    }
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Runs `bridge train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let k = cpu::kernels()?;
+    let cfg = args.config();
+    let folder = ImageFolder::open(&args.data)?;
+    let source = Arc::new(Source::Folder(folder));
+    let ckpt = with_suffix(&args.out, ".ckpt");
+    let csv = with_suffix(&args.out, ".csv");
+    let mut state = if args.resume {
+        if !ckpt.exists() {
+            return Err(Error::MissingAsset(format!(
+                "no checkpoint {} to resume; run without --resume to start",
+                ckpt.display()
+            )));
+        }
+        checkpoint::load(&ckpt, &cfg)?
+    } else {
+        TrainState::new(&cfg, source.classes())?
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C only raises the flag; the loop checks it between steps and saves a checkpoint.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .map_err(|e| Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}")))?;
+    eprintln!(
+        "training {}px student on {} images of {} identities ({} kernels)",
+        cfg.resolution,
+        source.len(),
+        source.classes(),
+        k.isa.name()
+    );
+    let opts = RunOptions {
+        checkpoint: ckpt.clone(),
+        log_csv: Some(csv.clone()),
+        stop,
+        progress: !args.quiet,
+        max_steps: None,
+        workers: args.threads,
+    };
+    let (outcome, epochs) = train::run(k, &cfg, &mut state, source, &opts)?;
+    for e in &epochs {
+        eprintln!(
+            "epoch {}: loss {:.4}, accuracy {:.3}, {:.0} faces/s",
+            e.epoch + 1,
+            e.loss,
+            e.accuracy,
+            e.faces_per_s
+        );
+    }
+    match outcome {
+        RunOutcome::Interrupted => {
+            eprintln!(
+                "stopped; checkpoint {} saved, continue with --resume",
+                ckpt.display()
+            );
+            Ok(())
+        }
+        RunOutcome::Finished => {
+            state.params.save(&args.out, StoreDtype::F32)?;
+            println!(
+                "wrote {} (log {}, checkpoint {})",
+                args.out.display(),
+                csv.display(),
+                ckpt.display()
+            );
+            Ok(())
+        }
+    }
+}

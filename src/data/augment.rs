@@ -1,0 +1,160 @@
+//! Training-time augmentation of RGB8 face chips: random shift, random crop (resized back),
+//! horizontal flip and colour jitter. Deterministic given the `Rng`; it must not resize to the
+//! student's resolution (that is `degrade`'s job) nor normalise.
+
+use super::image::{resize_area, Rgb8};
+use crate::rng::Rng;
+
+/// What augmentation does; every amount is settable and zero turns that part off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugmentConfig {
+    /// Largest shift in pixels along each axis (edges are replicated).
+    pub max_shift: usize,
+    /// Smallest crop side as a fraction of the image side (1.0: no cropping).
+    pub min_crop: f32,
+    /// Flip left-right with probability ½.
+    pub flip: bool,
+    /// Brightness factor drawn from `[1 − b, 1 + b]`.
+    pub brightness: f32,
+    /// Contrast factor drawn from `[1 − c, 1 + c]` (around the mean grey level).
+    pub contrast: f32,
+    /// Saturation factor drawn from `[1 − s, 1 + s]` (around each pixel's grey).
+    pub saturation: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            max_shift: 4,
+            min_crop: 0.9,
+            flip: true,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        AugmentConfig {
+            max_shift: 0,
+            min_crop: 1.0,
+            flip: false,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+        }
+    }
+}
+
+fn to_u8(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// Applies the configured augmentations in a fixed order: crop, shift, flip, colour.
+pub fn augment(img: &Rgb8, cfg: &AugmentConfig, rng: &mut Rng) -> Rgb8 {
+    let (w, h) = (img.width, img.height);
+    let mut out = img.clone();
+    if cfg.min_crop < 1.0 {
+        let f = rng.range(cfg.min_crop.clamp(0.1, 1.0), 1.0);
+        let (cw, ch) = (
+            ((w as f32 * f).round() as usize).clamp(1, w),
+            ((h as f32 * f).round() as usize).clamp(1, h),
+        );
+        let (x0, y0) = (rng.below(w - cw + 1), rng.below(h - ch + 1));
+        let mut pixels = Vec::with_capacity(cw * ch * 3);
+        for y in y0..y0 + ch {
+            pixels.extend_from_slice(&out.pixels[(y * w + x0) * 3..(y * w + x0 + cw) * 3]);
+        }
+        let crop = Rgb8 {
+            width: cw,
+            height: ch,
+            pixels,
+        };
+        out.pixels = resize_area(&crop, w, h).into_iter().map(to_u8).collect();
+    }
+    if cfg.max_shift > 0 {
+        let span = 2 * cfg.max_shift + 1;
+        let dx = rng.below(span) as isize - cfg.max_shift as isize;
+        let dy = rng.below(span) as isize - cfg.max_shift as isize;
+        let src = out.pixels.clone();
+        for y in 0..h {
+            let sy = (y as isize - dy).clamp(0, h as isize - 1) as usize;
+            for x in 0..w {
+                let sx = (x as isize - dx).clamp(0, w as isize - 1) as usize;
+                out.pixels[(y * w + x) * 3..(y * w + x) * 3 + 3]
+                    .copy_from_slice(&src[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+            }
+        }
+    }
+    if cfg.flip && rng.uniform() < 0.5 {
+        for row in out.pixels.chunks_mut(w * 3) {
+            for x in 0..w / 2 {
+                for c in 0..3 {
+                    row.swap(x * 3 + c, (w - 1 - x) * 3 + c);
+                }
+            }
+        }
+    }
+    if cfg.brightness > 0.0 || cfg.contrast > 0.0 || cfg.saturation > 0.0 {
+        let b = rng.range(1.0 - cfg.brightness, 1.0 + cfg.brightness);
+        let c = rng.range(1.0 - cfg.contrast, 1.0 + cfg.contrast);
+        let s = rng.range(1.0 - cfg.saturation, 1.0 + cfg.saturation);
+        let grey = |p: &[u8]| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+        let mean = out.pixels.chunks(3).map(grey).sum::<f32>() / (w * h) as f32 * b;
+        for p in out.pixels.chunks_mut(3) {
+            let g = grey(p) * b;
+            for v in p.iter_mut() {
+                let x = *v as f32 * b;
+                let x = g + (x - g) * s;
+                *v = to_u8(mean + (x - mean) * c);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::synthetic_face;
+
+    #[test]
+    fn same_seed_same_result_and_none_is_identity() {
+        let img = synthetic_face(3, 0, 0.1);
+        let cfg = AugmentConfig::default();
+        let a = augment(&img, &cfg, &mut Rng::new(5));
+        let b = augment(&img, &cfg, &mut Rng::new(5));
+        assert_eq!(a, b);
+        let outs: Vec<Rgb8> = (0..8)
+            .map(|s| augment(&img, &cfg, &mut Rng::new(s)))
+            .collect();
+        assert!(
+            outs.iter().any(|o| *o != outs[0]),
+            "augmentation never varies"
+        );
+        assert_eq!(augment(&img, &AugmentConfig::none(), &mut Rng::new(1)), img);
+    }
+
+    #[test]
+    fn flip_alone_mirrors_or_keeps_the_image() {
+        let img = synthetic_face(4, 5, 0.0);
+        let cfg = AugmentConfig {
+            flip: true,
+            ..AugmentConfig::none()
+        };
+        let mut flipped = 0;
+        for s in 0..16 {
+            let o = augment(&img, &cfg, &mut Rng::new(s));
+            let w = img.width;
+            let mirrored = (0..img.height).all(|y| {
+                (0..w).all(|x| o.pixels[(y * w + x) * 3] == img.pixels[(y * w + w - 1 - x) * 3])
+            });
+            assert!(o == img || mirrored);
+            flipped += usize::from(mirrored && o != img);
+        }
+        assert!(flipped > 0 && flipped < 16);
+    }
+}

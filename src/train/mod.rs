@@ -1,0 +1,418 @@
+//! Classification training of the student from scratch: one optimiser step on a batch, the epoch
+//! loop over the loader with progress bar, CSV log, checkpoints, resume and clean interruption.
+//! It composes autograd, optim and data; it must not hold kernels or loss formulas of its own.
+
+pub mod checkpoint;
+
+use crate::autograd::loss::{margin_softmax, Margin};
+use crate::autograd::student::{is_trainable, record_student, update_running_stats, Mode};
+use crate::autograd::Tape;
+use crate::cpu::Kernels;
+use crate::data::augment::AugmentConfig;
+use crate::data::degrade::DegradeConfig;
+use crate::data::loader::{batches_per_epoch, Batch, Loader, LoaderConfig, Source};
+use crate::error::{Error, Result};
+use crate::model::student::{StudentInfo, StudentParams, EMBEDDING_SIZE};
+use crate::optim::{clip_grad_norm, Decay, Optimizer, Rule, Schedule};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Name of the class-centre matrix in checkpoints.
+pub const CLASSIFIER: &str = "classifier.weight";
+
+/// Which optimiser a run uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerKind {
+    Sgd,
+    AdamW,
+}
+
+/// Everything that determines a run's result (besides the data).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub resolution: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup_epochs: usize,
+    pub optimizer: OptimizerKind,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Global gradient-norm clip, if any.
+    pub clip: Option<f32>,
+    pub margin: Margin,
+    pub scale: f32,
+    pub seed: u64,
+    pub augment: AugmentConfig,
+    pub degrade: DegradeConfig,
+}
+
+impl TrainConfig {
+    /// Defaults for resolution `r`: SGD 0.1 with momentum 0.9, weight decay 5e-4, one warm-up
+    /// epoch then cosine decay, CosFace s = 16, m = 0.2, standard augmentation and degradation.
+    pub fn new(resolution: usize) -> Self {
+        TrainConfig {
+            resolution,
+            epochs: 20,
+            batch: 128,
+            lr: 0.1,
+            min_lr: 0.0,
+            warmup_epochs: 1,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip: Some(5.0),
+            margin: Margin::CosFace(0.2),
+            scale: 16.0,
+            seed: 0,
+            augment: AugmentConfig::default(),
+            degrade: DegradeConfig::new(resolution),
+        }
+    }
+
+    /// A one-line fingerprint of the settings; a checkpoint only resumes under the same one.
+    pub fn fingerprint(&self) -> String {
+        format!("{self:?}")
+    }
+
+    fn validate(&self) -> Result<()> {
+        StudentInfo::new(self.resolution)?;
+        if self.degrade.resolution != self.resolution {
+            return Err(Error::InvalidArgument(format!(
+                "degradation produces {}px faces but the student takes {}px",
+                self.degrade.resolution, self.resolution
+            )));
+        }
+        if self.epochs == 0 || self.batch < 2 {
+            return Err(Error::InvalidArgument(
+                "training needs at least 1 epoch and a batch of at least 2".into(),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.scale > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "learning rate {} and scale {} must be positive",
+                self.lr, self.scale
+            )));
+        }
+        self.degrade.validate()
+    }
+
+    fn optimizer(&self) -> Result<Optimizer> {
+        let rule = match self.optimizer {
+            OptimizerKind::Sgd => Rule::Sgd {
+                momentum: self.momentum,
+            },
+            OptimizerKind::AdamW => Rule::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        };
+        Optimizer::new(rule, self.weight_decay)
+    }
+
+    /// The learning-rate schedule for a set of `len` images.
+    pub fn schedule(&self, len: usize) -> Schedule {
+        let per = batches_per_epoch(len, self.batch) as u64;
+        Schedule {
+            base_lr: self.lr,
+            warmup: self.warmup_epochs as u64 * per,
+            total: self.epochs as u64 * per,
+            decay: Decay::Cosine {
+                min_lr: self.min_lr,
+            },
+        }
+    }
+}
+
+/// Everything a run carries from step to step; a checkpoint stores exactly this.
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    pub params: StudentParams,
+    /// Class centres `[classes, 128]` (normalised inside the loss).
+    pub classifier: Tensor,
+    pub optim: Optimizer,
+    /// The epoch in progress and the next batch index within it.
+    pub epoch: usize,
+    pub batch_index: usize,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Running sums over the epoch in progress: loss·faces, correct faces, faces.
+    pub epoch_loss: f64,
+    pub epoch_correct: usize,
+    pub epoch_seen: usize,
+}
+
+impl TrainState {
+    /// A fresh run: He-initialised student, Gaussian class centres, empty optimiser.
+    pub fn new(cfg: &TrainConfig, classes: usize) -> Result<Self> {
+        cfg.validate()?;
+        if classes < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "classification needs at least 2 identities, the set has {classes}"
+            )));
+        }
+        let mut info = StudentInfo::new(cfg.resolution)?;
+        info.provenance = format!("bridge train from scratch, seed {}", cfg.seed);
+        let params = StudentParams::random(info, cfg.seed);
+        let mut rng = Rng::new(cfg.seed ^ 0x0C1A_55E5);
+        let classifier = Tensor::new(
+            &[classes, EMBEDDING_SIZE],
+            (0..classes * EMBEDDING_SIZE)
+                .map(|_| rng.normal())
+                .collect(),
+        )?;
+        Ok(TrainState {
+            params,
+            classifier,
+            optim: cfg.optimizer()?,
+            epoch: 0,
+            batch_index: 0,
+            step: 0,
+            epoch_loss: 0.0,
+            epoch_correct: 0,
+            epoch_seen: 0,
+        })
+    }
+}
+
+/// Loss and accuracy of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f32,
+    pub correct: usize,
+    pub faces: usize,
+}
+
+/// Whether a parameter gets weight decay: conv and linear weights do, BN and PReLU do not.
+fn decays(name: &str) -> bool {
+    name.ends_with("conv.weight") || name.ends_with("linear.weight") || name == CLASSIFIER
+}
+
+/// One forward, backward and optimiser step on `x [n, 3, r, r]` with `labels`, at rate `lr`.
+pub fn train_step(
+    k: &Kernels,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    x: Tensor,
+    labels: &[usize],
+    lr: f32,
+) -> Result<StepStats> {
+    let n = labels.len();
+    let classes = state.classifier.shape()[0];
+    let mut tape = Tape::new(k);
+    let graph = record_student(&mut tape, &state.params, x, Mode::Train)?;
+    let centres = tape.leaf(state.classifier.clone(), true);
+    let unit_centres = tape.l2_normalize(centres)?;
+    let cos = tape.linear(graph.embedding, unit_centres)?;
+    let mut dcos = vec![0.0f32; n * classes];
+    let (loss, correct) = margin_softmax(
+        tape.value(cos).data(),
+        n,
+        classes,
+        labels,
+        cfg.scale as f64,
+        cfg.margin,
+        &mut dcos,
+    )?;
+    if !loss.is_finite() {
+        return Err(Error::InvalidArgument(format!(
+            "training diverged at step {} (loss {loss}); lower --lr",
+            state.step
+        )));
+    }
+    tape.backward(cos, Tensor::new(&[n, classes], dcos)?)?;
+    let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
+    for (name, v) in &graph.params {
+        let g = tape.grad(*v).map(|t| t.data().to_vec());
+        grads.push((
+            name.clone(),
+            g.unwrap_or_else(|| vec![0.0; tape.value(*v).numel()]),
+        ));
+    }
+    let cg = tape.grad(centres).map(|t| t.data().to_vec());
+    grads.push((
+        CLASSIFIER.into(),
+        cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()]),
+    ));
+    drop(tape);
+    if let Some(max) = cfg.clip {
+        let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
+        clip_grad_norm(&mut views, max);
+    }
+    {
+        let mut updates: Vec<(&str, &mut [f32], &[f32], bool)> = Vec::new();
+        let mut grad_iter = grads.iter();
+        for (name, t) in state.params.tensors.iter_mut() {
+            if !is_trainable(name) {
+                continue;
+            }
+            let (gname, g) = grad_iter.next().ok_or_else(|| {
+                Error::Shape("gradient list is shorter than the parameters".into())
+            })?;
+            debug_assert_eq!(gname, name);
+            updates.push((name.as_str(), t.data_mut(), g.as_slice(), decays(name)));
+        }
+        let (_, cg) = grad_iter
+            .next()
+            .ok_or_else(|| Error::Shape("classifier gradient missing".into()))?;
+        updates.push((CLASSIFIER, state.classifier.data_mut(), cg.as_slice(), true));
+        state.optim.step(&mut updates, lr)?;
+    }
+    update_running_stats(&mut state.params, &graph.bn_stats)?;
+    state.step += 1;
+    Ok(StepStats {
+        loss,
+        correct,
+        faces: n,
+    })
+}
+
+/// Where a run writes, and how it may be stopped early.
+pub struct RunOptions {
+    /// Checkpoint file (written at each epoch end and on interruption).
+    pub checkpoint: PathBuf,
+    /// Per-epoch CSV log.
+    pub log_csv: Option<PathBuf>,
+    /// Set (e.g. by Ctrl-C) to stop after the current step with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    pub progress: bool,
+    /// Stop after this many steps in this call (tests use it to simulate an interruption).
+    pub max_steps: Option<u64>,
+    pub workers: usize,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Finished,
+    Interrupted,
+}
+
+/// One finished epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochSummary {
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f32,
+    pub faces_per_s: f64,
+}
+
+/// Runs (or continues) training until `cfg.epochs` are done or it is stopped; returns how it
+/// ended and the epochs it completed in this call.
+pub fn run(
+    k: &Kernels,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    source: Arc<Source>,
+    opts: &RunOptions,
+) -> Result<(RunOutcome, Vec<EpochSummary>)> {
+    cfg.validate()?;
+    if source.classes() > state.classifier.shape()[0] {
+        return Err(Error::InvalidArgument(format!(
+            "the set has {} identities but the run was started with {}",
+            source.classes(),
+            state.classifier.shape()[0]
+        )));
+    }
+    let per_epoch = batches_per_epoch(source.len(), cfg.batch);
+    let schedule = cfg.schedule(source.len());
+    let total = (cfg.epochs * per_epoch) as u64;
+    let loader = Loader::spawn(
+        source.clone(),
+        LoaderConfig {
+            batch: cfg.batch,
+            seed: cfg.seed,
+            augment: cfg.augment.clone(),
+            degrade: cfg.degrade.clone(),
+            normalization: state.params.info.normalization,
+            prefetch: 2,
+            workers: opts.workers.max(1),
+        },
+        state.epoch,
+        state.batch_index,
+        cfg.epochs,
+    )?;
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  epoch {prefix}  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_position(state.step);
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut summaries = Vec::new();
+    let mut steps_here = 0u64;
+    let mut epoch_clock = Instant::now();
+    let mut epoch_faces = 0usize;
+    while state.epoch < cfg.epochs {
+        if opts.stop.load(Ordering::Relaxed) || opts.max_steps.is_some_and(|m| steps_here >= m) {
+            checkpoint::save(&opts.checkpoint, cfg, state)?;
+            bar.abandon_with_message("interrupted; checkpoint saved");
+            return Ok((RunOutcome::Interrupted, summaries));
+        }
+        let Batch {
+            x,
+            labels,
+            epoch,
+            index,
+        } = loader
+            .next_batch()
+            .ok_or_else(|| Error::InvalidArgument("the data loader stopped early".into()))??;
+        if (epoch, index) != (state.epoch, state.batch_index) {
+            return Err(Error::InvalidArgument(format!(
+                "loader produced batch {index} of epoch {epoch}, expected {} of {}",
+                state.batch_index, state.epoch
+            )));
+        }
+        let lr = schedule.lr(state.step);
+        let s = train_step(k, cfg, state, x, &labels, lr)?;
+        steps_here += 1;
+        epoch_faces += s.faces;
+        state.epoch_loss += s.loss as f64 * s.faces as f64;
+        state.epoch_correct += s.correct;
+        state.epoch_seen += s.faces;
+        state.batch_index += 1;
+        let fps = epoch_faces as f64 / epoch_clock.elapsed().as_secs_f64().max(1e-9);
+        bar.set_prefix(format!("{}/{}", state.epoch + 1, cfg.epochs));
+        bar.set_message(format!("loss {:.4}  {fps:.0} faces/s", s.loss));
+        bar.inc(1);
+        if state.batch_index == per_epoch {
+            let summary = EpochSummary {
+                epoch: state.epoch,
+                loss: state.epoch_loss / state.epoch_seen.max(1) as f64,
+                accuracy: state.epoch_correct as f64 / state.epoch_seen.max(1) as f64,
+                lr,
+                faces_per_s: fps,
+            };
+            state.epoch += 1;
+            state.batch_index = 0;
+            state.epoch_loss = 0.0;
+            state.epoch_correct = 0;
+            state.epoch_seen = 0;
+            if let Some(csv) = &opts.log_csv {
+                checkpoint::append_csv(csv, &summary)?;
+            }
+            checkpoint::save(&opts.checkpoint, cfg, state)?;
+            summaries.push(summary);
+            epoch_clock = Instant::now();
+            epoch_faces = 0;
+        }
+    }
+    bar.finish_with_message("done");
+    Ok((RunOutcome::Finished, summaries))
+}
+
+#[cfg(test)]
+mod tests;
