@@ -3,6 +3,17 @@
 
 pub mod scalar;
 
+// Fast CPU kernels (issue 4): one blocked layout, scalar oracles, and one file per ISA.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod packed;
+pub mod scalar_packed;
+mod simd;
+
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
@@ -178,6 +189,13 @@ pub struct Kernels {
     pub global_depthwise_conv: GlobalDepthwiseFn,
     pub linear: LinearFn,
     pub l2_normalize: fn(usize, usize, &mut [f32]),
+    // Packed, fused kernels on the blocked layout of `packed` (issue 4). The scalar table
+    // holds their references from `scalar_packed`.
+    pub pointwise_packed: packed::PointwisePackedFn,
+    pub depthwise_packed: packed::DepthwisePackedFn,
+    pub direct_conv_packed: packed::DirectConvPackedFn,
+    pub global_depthwise_packed: packed::GlobalDepthwisePackedFn,
+    pub linear_packed: packed::LinearPackedFn,
 }
 
 impl Kernels {
@@ -192,6 +210,59 @@ impl Kernels {
             global_depthwise_conv: scalar::global_depthwise_conv,
             linear: scalar::linear,
             l2_normalize: scalar::l2_normalize,
+            pointwise_packed: scalar_packed::pointwise_packed,
+            depthwise_packed: scalar_packed::depthwise_packed,
+            direct_conv_packed: scalar_packed::direct_conv_packed,
+            global_depthwise_packed: scalar_packed::global_depthwise_packed,
+            linear_packed: scalar_packed::linear_packed,
+        }
+    }
+
+    /// The AVX2+FMA table. Callers must have checked `Isa::Avx2.available()`.
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Avx2,
+            conv2d: avx2::conv2d_avx2,
+            linear: avx2::linear_plain_avx2,
+            pointwise_packed: avx2::pointwise_conv_avx2,
+            depthwise_packed: avx2::depthwise_conv_avx2,
+            direct_conv_packed: avx2::direct_conv_avx2,
+            global_depthwise_packed: avx2::global_depthwise_avx2,
+            linear_packed: avx2::linear_avx2,
+            ..Kernels::scalar()
+        }
+    }
+
+    /// The AVX-512F table. Callers must have checked `Isa::Avx512.available()`.
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Avx512,
+            conv2d: avx512::conv2d_avx512,
+            linear: avx512::linear_plain_avx512,
+            pointwise_packed: avx512::pointwise_conv_avx512,
+            depthwise_packed: avx512::depthwise_conv_avx512,
+            direct_conv_packed: avx512::direct_conv_avx512,
+            global_depthwise_packed: avx512::global_depthwise_avx512,
+            linear_packed: avx512::linear_avx512,
+            ..Kernels::scalar()
+        }
+    }
+
+    /// The NEON table. Callers must have checked `Isa::Neon.available()`.
+    #[cfg(target_arch = "aarch64")]
+    fn neon_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Neon,
+            conv2d: neon::conv2d_neon,
+            linear: neon::linear_plain_neon,
+            pointwise_packed: neon::pointwise_conv_neon,
+            depthwise_packed: neon::depthwise_conv_neon,
+            direct_conv_packed: neon::direct_conv_neon,
+            global_depthwise_packed: neon::global_depthwise_neon,
+            linear_packed: neon::linear_neon,
+            ..Kernels::scalar()
         }
     }
 
@@ -205,11 +276,26 @@ impl Kernels {
         }
         match isa {
             Isa::Scalar => Ok(Kernels::scalar()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Ok(Kernels::avx2_unchecked()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Ok(Kernels::avx512_unchecked()),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Ok(Kernels::neon_unchecked()),
+            #[allow(unreachable_patterns)]
             other => Err(Error::UnsupportedIsa(format!(
                 "no {} kernels are built into this binary",
                 other.name()
             ))),
         }
+    }
+
+    /// Every ISA this CPU can run, scalar first.
+    pub fn available_isas() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .filter(|i| Kernels::for_isa(*i).is_ok())
+            .collect()
     }
 
     /// The best table this CPU supports.
