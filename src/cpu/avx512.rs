@@ -2,6 +2,10 @@
 //! points of the packed kernels (pointwise, depthwise, direct conv, global depthwise, linear).
 //! Reached only through `Kernels::for_isa(Isa::Avx512)`, which checks the CPU first.
 
+// The `_mm512_*` intrinsics are stable since Rust 1.89, above the manifest's `rust-version`
+// (1.80); building this file needs rustc ≥ 1.89 (the project's toolchain is newer).
+#![allow(clippy::incompatible_msrv)]
+
 use super::packed::{Epilogue, PointwiseShape};
 use super::simd::{self, F32x16};
 use super::{packed, ConvGeom, Kernels};

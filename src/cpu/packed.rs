@@ -333,6 +333,7 @@ pub fn conv2d_via_packed(
 }
 
 /// The plain-layout `linear` of every fast table, through the packed kernel.
+#[allow(clippy::too_many_arguments)]
 pub fn linear_via_packed(
     k: &Kernels,
     n: usize,
