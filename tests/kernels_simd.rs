@@ -349,43 +349,46 @@ fn perturbed_student(resolution: usize, seed: u64) -> StudentParams {
 
 #[test]
 fn student_on_every_isa_matches_the_scalar_reference_network() {
+    // Batch 9 crosses a chunk boundary (8 faces per chunk); 13×13 gives odd map sides.
+    // Kept small: this test also runs under qemu for NEON.
     let scalar_k = Kernels::scalar();
-    let mut tables = fast_tables();
-    tables.push(scalar_k); // the scalar packed path too
-    for (resolution, batches) in [(16usize, &[1usize, 3, 17][..]), (13, &[2][..])] {
+    for (resolution, batches) in [(16usize, &[1usize, 9][..]), (13, &[3][..])] {
         let net = perturbed_student(resolution, 7).fold().unwrap();
         let mut rng = Rng::new(resolution as u64);
         for &n in batches {
-            let x = Tensor::new(
-                &[n, 3, resolution, resolution],
-                random(&mut rng, n * 3 * resolution * resolution),
-            )
-            .unwrap();
+            let face = 3 * resolution * resolution;
+            let x =
+                Tensor::new(&[n, 3, resolution, resolution], random(&mut rng, n * face)).unwrap();
             let want = net.forward_reference(&scalar_k, &x).unwrap();
+            let mut tables = fast_tables();
+            if n <= 3 {
+                tables.push(scalar_k); // the scalar packed path (slow: small batches only)
+            }
             for k in &tables {
                 let got = net.forward_threads(k, &x, 1).unwrap();
                 assert_eq!(got.shape(), &[n, 128]);
-                let worst = got
-                    .data()
-                    .iter()
-                    .zip(want.data())
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let worst = max_abs_diff(got.data(), want.data());
                 assert!(
                     worst <= 1e-5,
                     "{} student r={resolution} n={n}: max difference {worst}",
                     k.isa.name()
                 );
-                // The unfused reference path on the fast table's general entries agrees too.
-                let via_ops = net.forward_reference(k, &x).unwrap();
-                let worst = via_ops
-                    .data()
-                    .iter()
-                    .zip(want.data())
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(worst <= 1e-5, "{} reference path: {worst}", k.isa.name());
+                if n <= 3 {
+                    // The unfused path on the fast table's general entries agrees too.
+                    let via_ops = net.forward_reference(k, &x).unwrap();
+                    let worst = max_abs_diff(via_ops.data(), want.data());
+                    assert!(worst <= 1e-5, "{} reference path: {worst}", k.isa.name());
+                }
             }
         }
     }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
 #[test]

@@ -180,3 +180,14 @@ pub(super) fn linear_plain_avx2(
 ) {
     packed::linear_via_packed(&Kernels::avx2_unchecked(), n, k, m, x, w, b, y)
 }
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_probe_impl(iterations: usize) -> f32 {
+    simd::fma_probe::<Avx2F32x16>(iterations)
+}
+
+/// `12 × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
+pub(super) fn fma_probe_avx2(iterations: usize) -> f32 {
+    // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
+    unsafe { fma_probe_impl(iterations) }
+}

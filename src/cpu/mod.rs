@@ -196,6 +196,8 @@ pub struct Kernels {
     pub direct_conv_packed: packed::DirectConvPackedFn,
     pub global_depthwise_packed: packed::GlobalDepthwisePackedFn,
     pub linear_packed: packed::LinearPackedFn,
+    /// `12 × 16 × iterations` register-only FMAs: the single-core FMA peak probe.
+    pub fma_probe: fn(usize) -> f32,
 }
 
 impl Kernels {
@@ -215,6 +217,7 @@ impl Kernels {
             direct_conv_packed: scalar_packed::direct_conv_packed,
             global_depthwise_packed: scalar_packed::global_depthwise_packed,
             linear_packed: scalar_packed::linear_packed,
+            fma_probe: scalar_packed::fma_probe,
         }
     }
 
@@ -230,6 +233,7 @@ impl Kernels {
             direct_conv_packed: avx2::direct_conv_avx2,
             global_depthwise_packed: avx2::global_depthwise_avx2,
             linear_packed: avx2::linear_avx2,
+            fma_probe: avx2::fma_probe_avx2,
             ..Kernels::scalar()
         }
     }
@@ -246,6 +250,7 @@ impl Kernels {
             direct_conv_packed: avx512::direct_conv_avx512,
             global_depthwise_packed: avx512::global_depthwise_avx512,
             linear_packed: avx512::linear_avx512,
+            fma_probe: avx512::fma_probe_avx512,
             ..Kernels::scalar()
         }
     }
@@ -262,6 +267,7 @@ impl Kernels {
             direct_conv_packed: neon::direct_conv_neon,
             global_depthwise_packed: neon::global_depthwise_neon,
             linear_packed: neon::linear_neon,
+            fma_probe: neon::fma_probe_neon,
             ..Kernels::scalar()
         }
     }

@@ -185,3 +185,14 @@ pub(super) fn linear_plain_neon(
 ) {
     packed::linear_via_packed(&Kernels::neon_unchecked(), n, k, m, x, w, b, y)
 }
+
+#[target_feature(enable = "neon")]
+unsafe fn fma_probe_impl(iterations: usize) -> f32 {
+    simd::fma_probe::<NeonF32x16>(iterations)
+}
+
+/// `12 × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
+pub(super) fn fma_probe_neon(iterations: usize) -> f32 {
+    // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
+    unsafe { fma_probe_impl(iterations) }
+}

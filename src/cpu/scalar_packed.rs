@@ -163,3 +163,14 @@ pub fn linear_packed(
         }
     }
 }
+
+/// `12 × 16 × iterations` multiply–adds in plain scalar code (the scalar table's peak probe).
+pub fn fma_probe(iterations: usize) -> f32 {
+    let mut acc = [0.0f32; 12 * BLOCK];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(0.999_99, 1e-6);
+        }
+    }
+    acc.iter().sum()
+}

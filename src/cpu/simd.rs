@@ -464,3 +464,30 @@ pub(super) unsafe fn linear<V: F32x16, const R: usize>(
         }
     }
 }
+
+// ------------------------------------------------------------------ FMA peak probe
+
+/// Chains of independent fused multiply–adds on registers only: `12 × 16 × iterations`
+/// FMAs with no loads, the single-core FMA ceiling the benchmarks compare kernels against.
+/// Returns a value derived from every accumulator so the work cannot be optimised away.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+pub(super) unsafe fn fma_probe<V: F32x16>(iterations: usize) -> f32 {
+    let mut acc = [V::zero(); 12];
+    let a = V::splat(0.999_99);
+    let b = V::splat(1e-6);
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(a, b);
+        }
+    }
+    let mut sum = V::zero();
+    for x in acc {
+        sum = sum.add(x);
+    }
+    let mut out = [0.0f32; BLOCK];
+    sum.store(out.as_mut_ptr());
+    out.iter().sum()
+}
