@@ -24,7 +24,8 @@ pub fn run(cmd: Command) -> Result<()> {
             images,
             weights,
             json,
-        } => embed(&images, weights, json),
+            threads,
+        } => embed(&images, weights, json, threads),
         Command::Verify {
             a,
             b,
@@ -133,11 +134,17 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Rgb8>> {
     paths.iter().map(image::load_rgb8).collect()
 }
 
-fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool) -> Result<()> {
+fn embed(
+    paths: &[PathBuf],
+    weights: Option<PathBuf>,
+    json: bool,
+    threads: Option<usize>,
+) -> Result<()> {
     let images = load_all(paths)?;
     let net = StudentNet::load(default_weights(weights)?)?;
     let k = cpu::kernels()?;
-    let emb = embed_rgb(&net, k, &images)?;
+    let threads = threads.unwrap_or_else(crate::model::student::default_threads);
+    let emb = crate::embed::embed_rgb_threads(&net, k, &images, threads)?;
     if json {
         let items: Vec<_> = paths
             .iter()

@@ -50,6 +50,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Threads that split the batch (default: all CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Compare two face images: cosine similarity and same or different.
     Verify {
