@@ -349,7 +349,7 @@ fn perturbed_student(resolution: usize, seed: u64) -> StudentParams {
 
 #[test]
 fn student_on_every_isa_matches_the_scalar_reference_network() {
-    // Batch 9 crosses a chunk boundary (8 faces per chunk); 13×13 gives odd map sides.
+    // Batch 9 crosses chunk boundaries (FACES_PER_CHUNK = 4); 13×13 gives odd map sides.
     // Kept small: this test also runs under qemu for NEON.
     let scalar_k = Kernels::scalar();
     for (resolution, batches) in [(16usize, &[1usize, 9][..]), (13, &[3][..])] {

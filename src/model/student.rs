@@ -475,10 +475,10 @@ pub struct StudentNet {
     pub packed: PackedStudent,
 }
 
-/// Images per pass through the whole network in one thread. Eight 16×16 faces keep a layer's
-/// input and output (at most ~1 MiB at the first block) near L2, and at the 4×4 layers still
-/// give the pointwise GEMM 128 pixels.
-pub const FACES_PER_CHUNK: usize = 8;
+/// Images per pass through the whole network in one thread. Four 16×16 faces keep the
+/// largest layer's input, depthwise output and output (~0.5 MiB at block b1) within Zen3's
+/// L2, and at the 4×4 layers still give the pointwise GEMM 64 pixels.
+pub const FACES_PER_CHUNK: usize = 4;
 
 /// The number of threads `forward` uses: all the CPUs the process may run on.
 pub fn default_threads() -> usize {
