@@ -13,6 +13,8 @@ use std::arch::x86_64::*;
 const POINTWISE_ROWS: usize = 6;
 const DEPTHWISE_ROWS: usize = 4;
 const DIRECT_ROWS: usize = 6;
+/// Independent 16-lane FMA chains of the peak probe: 12 ymm accumulators (of 16), no spills.
+pub(super) const PROBE_CHAINS: usize = 6;
 const LINEAR_ROWS: usize = 4;
 
 #[derive(Clone, Copy)]
@@ -183,10 +185,10 @@ pub(super) fn linear_plain_avx2(
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_probe_impl(iterations: usize) -> f32 {
-    simd::fma_probe::<Avx2F32x16>(iterations)
+    simd::fma_probe::<Avx2F32x16, PROBE_CHAINS>(iterations)
 }
 
-/// `12 × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
+/// `PROBE_CHAINS × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
 pub(super) fn fma_probe_avx2(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }

@@ -17,6 +17,8 @@ use std::arch::x86_64::*;
 const POINTWISE_ROWS: usize = 12;
 const DEPTHWISE_ROWS: usize = 8;
 const DIRECT_ROWS: usize = 12;
+/// Independent 16-lane FMA chains of the peak probe: 12 zmm accumulators, no spills.
+pub(super) const PROBE_CHAINS: usize = 12;
 const LINEAR_ROWS: usize = 8;
 
 #[derive(Clone, Copy)]
@@ -184,10 +186,10 @@ pub(super) fn linear_plain_avx512(
 
 #[target_feature(enable = "avx512f")]
 unsafe fn fma_probe_impl(iterations: usize) -> f32 {
-    simd::fma_probe::<Avx512F32x16>(iterations)
+    simd::fma_probe::<Avx512F32x16, PROBE_CHAINS>(iterations)
 }
 
-/// `12 × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
+/// `PROBE_CHAINS × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
 pub(super) fn fma_probe_avx512(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }

@@ -196,8 +196,10 @@ pub struct Kernels {
     pub direct_conv_packed: packed::DirectConvPackedFn,
     pub global_depthwise_packed: packed::GlobalDepthwisePackedFn,
     pub linear_packed: packed::LinearPackedFn,
-    /// `12 × 16 × iterations` register-only FMAs: the single-core FMA peak probe.
+    /// `chains × 16 × iterations` register-only FMAs (the single-core FMA peak probe);
+    /// returns a checksum. `fma_probe_chains` is that ISA's chain count.
     pub fma_probe: fn(usize) -> f32,
+    pub fma_probe_chains: usize,
 }
 
 impl Kernels {
@@ -218,6 +220,7 @@ impl Kernels {
             global_depthwise_packed: scalar_packed::global_depthwise_packed,
             linear_packed: scalar_packed::linear_packed,
             fma_probe: scalar_packed::fma_probe,
+            fma_probe_chains: 12,
         }
     }
 
@@ -234,6 +237,7 @@ impl Kernels {
             global_depthwise_packed: avx2::global_depthwise_avx2,
             linear_packed: avx2::linear_avx2,
             fma_probe: avx2::fma_probe_avx2,
+            fma_probe_chains: avx2::PROBE_CHAINS,
             ..Kernels::scalar()
         }
     }
@@ -251,6 +255,7 @@ impl Kernels {
             global_depthwise_packed: avx512::global_depthwise_avx512,
             linear_packed: avx512::linear_avx512,
             fma_probe: avx512::fma_probe_avx512,
+            fma_probe_chains: avx512::PROBE_CHAINS,
             ..Kernels::scalar()
         }
     }
@@ -268,6 +273,7 @@ impl Kernels {
             global_depthwise_packed: neon::global_depthwise_neon,
             linear_packed: neon::linear_neon,
             fma_probe: neon::fma_probe_neon,
+            fma_probe_chains: neon::PROBE_CHAINS,
             ..Kernels::scalar()
         }
     }

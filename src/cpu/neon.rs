@@ -13,6 +13,8 @@ use std::arch::aarch64::*;
 const POINTWISE_ROWS: usize = 6;
 const DEPTHWISE_ROWS: usize = 4;
 const DIRECT_ROWS: usize = 6;
+/// Independent 16-lane FMA chains of the peak probe: 24 q accumulators (of 32), no spills.
+pub(super) const PROBE_CHAINS: usize = 6;
 const LINEAR_ROWS: usize = 4;
 
 #[derive(Clone, Copy)]
@@ -188,10 +190,10 @@ pub(super) fn linear_plain_neon(
 
 #[target_feature(enable = "neon")]
 unsafe fn fma_probe_impl(iterations: usize) -> f32 {
-    simd::fma_probe::<NeonF32x16>(iterations)
+    simd::fma_probe::<NeonF32x16, PROBE_CHAINS>(iterations)
 }
 
-/// `12 × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
+/// `PROBE_CHAINS × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
 pub(super) fn fma_probe_neon(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }

@@ -164,12 +164,13 @@ pub fn linear_packed(
     }
 }
 
-/// `12 × 16 × iterations` multiply–adds in plain scalar code (the scalar table's peak probe).
+/// `12 × 16 × iterations` multiply–adds in plain scalar code (the scalar table's peak probe;
+/// unfused `a·b + c`, since `f32::mul_add` without an FMA target is a libm call).
 pub fn fma_probe(iterations: usize) -> f32 {
     let mut acc = [0.0f32; 12 * BLOCK];
     for _ in 0..iterations {
         for x in acc.iter_mut() {
-            *x = x.mul_add(0.999_99, 1e-6);
+            *x = *x * 0.999_99 + 1e-6;
         }
     }
     acc.iter().sum()

@@ -467,15 +467,16 @@ pub(super) unsafe fn linear<V: F32x16, const R: usize>(
 
 // ------------------------------------------------------------------ FMA peak probe
 
-/// Chains of independent fused multiply–adds on registers only: `12 × 16 × iterations`
-/// FMAs with no loads, the single-core FMA ceiling the benchmarks compare kernels against.
-/// Returns a value derived from every accumulator so the work cannot be optimised away.
+/// `C` chains of independent fused multiply–adds on registers only (`C` is chosen per ISA to
+/// fill the register file without spilling and to exceed latency × ports): `C × 16 ×
+/// iterations` FMAs with no loads, the single-core FMA ceiling the benchmarks compare
+/// kernels against. Returns a value derived from every accumulator so the work is kept.
 ///
 /// # Safety
 /// The ISA of `V` must be present.
 #[inline(always)]
-pub(super) unsafe fn fma_probe<V: F32x16>(iterations: usize) -> f32 {
-    let mut acc = [V::zero(); 12];
+pub(super) unsafe fn fma_probe<V: F32x16, const C: usize>(iterations: usize) -> f32 {
+    let mut acc = [V::zero(); C];
     let a = V::splat(0.999_99);
     let b = V::splat(1e-6);
     for _ in 0..iterations {
