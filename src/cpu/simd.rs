@@ -481,7 +481,9 @@ pub(super) unsafe fn fma_probe<V: F32x16, const C: usize>(iterations: usize) -> 
     let b = V::splat(1e-6);
     for _ in 0..iterations {
         for x in acc.iter_mut() {
-            *x = x.mul_add(a, b);
+            // x = x·a + b: each FMA depends on the previous one of its chain, and no operand
+            // pair is constant, so the compiler cannot fold the product away.
+            *x = b.mul_add(*x, a);
         }
     }
     let mut sum = V::zero();
