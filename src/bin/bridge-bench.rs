@@ -37,9 +37,10 @@ struct Args {
     /// Timed runs per figure; the median is reported.
     #[arg(long, default_value_t = 7)]
     runs: usize,
-    /// An ONNX file of the same model: run onnxruntime on it (benches/ort_peer.py) at the same
-    /// batch and threads and print the ratio.
-    #[arg(long)]
+    /// An ONNX file of the same model (e.g. from `bridge export-onnx`): run onnxruntime on it
+    /// (benches/ort_peer.py, python3 with pip's onnxruntime) at the same batch and threads, in
+    /// this run, and print the ratio. `--compare-ort FILE` is the same option.
+    #[arg(long, alias = "compare-ort")]
     onnx: Option<PathBuf>,
     /// Print JSON (one object per case, one per line).
     #[arg(long)]
