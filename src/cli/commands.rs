@@ -25,7 +25,8 @@ pub fn run(cmd: Command) -> Result<()> {
             weights,
             json,
             device,
-        } => embed(&images, weights, json, &device),
+            threads,
+        } => embed(&images, weights, json, &device, threads),
         Command::Verify {
             a,
             b,
@@ -136,11 +137,23 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Rgb8>> {
     paths.iter().map(image::load_rgb8).collect()
 }
 
-fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool, device: &str) -> Result<()> {
+fn embed(
+    paths: &[PathBuf],
+    weights: Option<PathBuf>,
+    json: bool,
+    device: &str,
+    threads: Option<usize>,
+) -> Result<()> {
     let device = super::device::Device::parse(device)?;
     let images = load_all(paths)?;
     let net = StudentNet::load(default_weights(weights)?)?;
-    let emb = super::device::embed_rgb_on(device, &net, &images)?;
+    let emb = match device {
+        super::device::Device::Cpu => {
+            let threads = threads.unwrap_or_else(crate::model::student::default_threads);
+            crate::embed::embed_rgb_threads(&net, cpu::kernels()?, &images, threads)?
+        }
+        cuda => super::device::embed_rgb_on(cuda, &net, &images)?,
+    };
     if json {
         let items: Vec<_> = paths
             .iter()

@@ -56,6 +56,9 @@ pub enum Command {
         /// Where to run the student: cpu, cuda or cuda:N (cuda needs the `cuda` feature).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// CPU threads that split the batch (default: all CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Compare two face images: cosine similarity and same or different.
     Verify {

@@ -3,6 +3,17 @@
 
 pub mod scalar;
 
+// Fast CPU kernels (issue 4): one blocked layout, scalar oracles, and one file per ISA.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod packed;
+pub mod scalar_packed;
+mod simd;
+
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
@@ -225,6 +236,17 @@ pub struct Kernels {
     pub linear_backward_weight: LinearBackwardFn,
     pub l2_normalize_backward: L2NormalizeBackwardFn,
     pub batch_norm_eval_backward: BatchNormBackwardFn,
+    // Packed, fused kernels on the blocked layout of `packed` (issue 4). The scalar table
+    // holds their references from `scalar_packed`.
+    pub pointwise_packed: packed::PointwisePackedFn,
+    pub depthwise_packed: packed::DepthwisePackedFn,
+    pub direct_conv_packed: packed::DirectConvPackedFn,
+    pub global_depthwise_packed: packed::GlobalDepthwisePackedFn,
+    pub linear_packed: packed::LinearPackedFn,
+    /// `chains × 16 × iterations` register-only FMAs (the single-core FMA peak probe);
+    /// returns a checksum. `fma_probe_chains` is that ISA's chain count.
+    pub fma_probe: fn(usize) -> f32,
+    pub fma_probe_chains: usize,
 }
 
 impl Kernels {
@@ -253,6 +275,67 @@ impl Kernels {
             linear_backward_weight: scalar::linear_backward_weight::<f32>,
             l2_normalize_backward: scalar::l2_normalize_backward::<f32>,
             batch_norm_eval_backward: scalar::batch_norm_eval_backward::<f32>,
+            pointwise_packed: scalar_packed::pointwise_packed,
+            depthwise_packed: scalar_packed::depthwise_packed,
+            direct_conv_packed: scalar_packed::direct_conv_packed,
+            global_depthwise_packed: scalar_packed::global_depthwise_packed,
+            linear_packed: scalar_packed::linear_packed,
+            fma_probe: scalar_packed::fma_probe,
+            fma_probe_chains: 12,
+        }
+    }
+
+    /// The AVX2+FMA table. Callers must have checked `Isa::Avx2.available()`.
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Avx2,
+            conv2d: avx2::conv2d_avx2,
+            linear: avx2::linear_plain_avx2,
+            pointwise_packed: avx2::pointwise_conv_avx2,
+            depthwise_packed: avx2::depthwise_conv_avx2,
+            direct_conv_packed: avx2::direct_conv_avx2,
+            global_depthwise_packed: avx2::global_depthwise_avx2,
+            linear_packed: avx2::linear_avx2,
+            fma_probe: avx2::fma_probe_avx2,
+            fma_probe_chains: avx2::PROBE_CHAINS,
+            ..Kernels::scalar()
+        }
+    }
+
+    /// The AVX-512F table. Callers must have checked `Isa::Avx512.available()`.
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Avx512,
+            conv2d: avx512::conv2d_avx512,
+            linear: avx512::linear_plain_avx512,
+            pointwise_packed: avx512::pointwise_conv_avx512,
+            depthwise_packed: avx512::depthwise_conv_avx512,
+            direct_conv_packed: avx512::direct_conv_avx512,
+            global_depthwise_packed: avx512::global_depthwise_avx512,
+            linear_packed: avx512::linear_avx512,
+            fma_probe: avx512::fma_probe_avx512,
+            fma_probe_chains: avx512::PROBE_CHAINS,
+            ..Kernels::scalar()
+        }
+    }
+
+    /// The NEON table. Callers must have checked `Isa::Neon.available()`.
+    #[cfg(target_arch = "aarch64")]
+    fn neon_unchecked() -> Kernels {
+        Kernels {
+            isa: Isa::Neon,
+            conv2d: neon::conv2d_neon,
+            linear: neon::linear_plain_neon,
+            pointwise_packed: neon::pointwise_conv_neon,
+            depthwise_packed: neon::depthwise_conv_neon,
+            direct_conv_packed: neon::direct_conv_neon,
+            global_depthwise_packed: neon::global_depthwise_neon,
+            linear_packed: neon::linear_neon,
+            fma_probe: neon::fma_probe_neon,
+            fma_probe_chains: neon::PROBE_CHAINS,
+            ..Kernels::scalar()
         }
     }
 
@@ -266,11 +349,26 @@ impl Kernels {
         }
         match isa {
             Isa::Scalar => Ok(Kernels::scalar()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Ok(Kernels::avx2_unchecked()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Ok(Kernels::avx512_unchecked()),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Ok(Kernels::neon_unchecked()),
+            #[allow(unreachable_patterns)]
             other => Err(Error::UnsupportedIsa(format!(
                 "no {} kernels are built into this binary",
                 other.name()
             ))),
         }
+    }
+
+    /// Every ISA this CPU can run, scalar first.
+    pub fn available_isas() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .filter(|i| Kernels::for_isa(*i).is_ok())
+            .collect()
     }
 
     /// The best table this CPU supports.

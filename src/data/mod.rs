@@ -5,6 +5,6 @@ pub mod augment;
 pub mod degrade;
 pub mod folder;
 pub mod image;
-pub mod resample;
 pub mod loader;
+pub mod resample;
 pub mod synthetic;

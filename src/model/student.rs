@@ -1,7 +1,8 @@
 //! BridgeNet, the fixed low-resolution student: its architecture table, parameter names and
 //! shapes, He initialisation, loading and saving, BN folding, and the inference forward pass.
 
-use crate::cpu::Kernels;
+use crate::cpu::packed::{self, Epilogue, PointwiseShape};
+use crate::cpu::{ConvGeom, Kernels};
 use crate::error::{Error, Result};
 use crate::ops::{self, Conv2d};
 use crate::rng::Rng;
@@ -404,6 +405,8 @@ impl StudentParams {
         let mut lin_w = self.get("head.linear.weight")?.clone();
         let mut lin_b = vec![0.0; EMBEDDING_SIZE];
         self.fold_bn("head.bn", lin_w.data_mut(), &mut lin_b)?;
+        let packed =
+            PackedStudent::pack(self.info.resolution, &stem, &blocks, &gdc, &lin_w, &lin_b);
         Ok(StudentNet {
             info: self.info.clone(),
             stem,
@@ -412,6 +415,7 @@ impl StudentParams {
             gdc_bias: gdc.bias,
             linear_weight: lin_w,
             linear_bias: lin_b,
+            packed,
         })
     }
 
@@ -457,7 +461,8 @@ pub struct FoldedBlock {
     pub residual: bool,
 }
 
-/// The student ready for inference: BN folded, weights owned.
+/// The student ready for inference: BN folded, weights owned, and packed once for the fast
+/// kernels. The unpacked layers stay as the reference path (`forward_reference`).
 #[derive(Clone, Debug)]
 pub struct StudentNet {
     pub info: StudentInfo,
@@ -467,6 +472,225 @@ pub struct StudentNet {
     pub gdc_bias: Vec<f32>,
     pub linear_weight: Tensor,
     pub linear_bias: Vec<f32>,
+    pub packed: PackedStudent,
+}
+
+/// Images per pass through the whole network in one thread. Four 16×16 faces keep the
+/// largest layer's input, depthwise output and output (~0.5 MiB at block b1) within Zen3's
+/// L2, and at the 4×4 layers still give the pointwise GEMM 64 pixels.
+pub const FACES_PER_CHUNK: usize = 4;
+
+/// The number of threads `forward` uses: all the CPUs the process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One folded layer in the blocked layout: packed weights, padded bias and slopes.
+#[derive(Clone, Debug)]
+pub struct PackedLayer {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub prelu: Option<Vec<f32>>,
+}
+
+impl PackedLayer {
+    fn new(weight: Vec<f32>, l: &FoldedConv) -> Self {
+        PackedLayer {
+            weight,
+            bias: packed::pad_channels(&l.bias),
+            prelu: l.prelu.as_deref().map(packed::pad_channels),
+        }
+    }
+
+    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>) -> Epilogue<'a> {
+        Epilogue {
+            bias: &self.bias,
+            prelu: self.prelu.as_deref(),
+            residual,
+        }
+    }
+}
+
+/// One block, packed: depthwise then pointwise.
+#[derive(Clone, Debug)]
+pub struct PackedBlock {
+    pub spec: BlockSpec,
+    pub dw: PackedLayer,
+    pub pw: PackedLayer,
+}
+
+/// The whole student packed for the `*_packed` kernels of any table.
+#[derive(Clone, Debug)]
+pub struct PackedStudent {
+    pub resolution: usize,
+    pub stem: PackedLayer,
+    pub blocks: Vec<PackedBlock>,
+    pub gdc_weight: Vec<f32>,
+    pub gdc_bias: Vec<f32>,
+    pub linear_weight: Vec<f32>,
+    pub linear_bias: Vec<f32>,
+}
+
+impl PackedStudent {
+    fn pack(
+        resolution: usize,
+        stem: &FoldedConv,
+        blocks: &[FoldedBlock],
+        gdc: &FoldedConv,
+        lin_w: &Tensor,
+        lin_b: &[f32],
+    ) -> Self {
+        let side = final_map_side(resolution);
+        PackedStudent {
+            resolution,
+            stem: PackedLayer::new(
+                packed::pack_direct(stem.weight.data(), 3, STEM_CHANNELS, 9),
+                stem,
+            ),
+            blocks: blocks
+                .iter()
+                .zip(BLOCKS)
+                .map(|(b, spec)| PackedBlock {
+                    spec,
+                    dw: PackedLayer::new(
+                        packed::pack_depthwise(b.dw.weight.data(), spec.c_in, 9),
+                        &b.dw,
+                    ),
+                    pw: PackedLayer::new(
+                        packed::pack_pointwise(b.pw.weight.data(), spec.c_in, spec.c_out),
+                        &b.pw,
+                    ),
+                })
+                .collect(),
+            gdc_weight: packed::pack_global_depthwise(
+                gdc.weight.data(),
+                HEAD_CHANNELS,
+                side * side,
+            ),
+            gdc_bias: packed::pad_channels(&gdc.bias),
+            linear_weight: packed::pack_linear(lin_w.data(), HEAD_CHANNELS, EMBEDDING_SIZE),
+            linear_bias: packed::pad_channels(lin_b),
+        }
+    }
+
+    /// Floats of the largest blocked activation of one face (a layer's input or output).
+    fn max_activation_per_face(&self) -> usize {
+        let r = self.resolution;
+        let mut side = r;
+        let mut most = packed::padded(STEM_CHANNELS) * r * r;
+        for b in &self.blocks {
+            side = conv3_out(side, b.spec.stride);
+            most = most.max(packed::padded(b.spec.c_in.max(b.spec.c_out)) * side * side);
+        }
+        most
+    }
+
+    /// Bytes of activation buffers one thread holds per face of a full chunk: three blocked
+    /// buffers (block input, depthwise output, block output) plus the head's two vectors.
+    pub fn activation_bytes_per_face(&self) -> usize {
+        (3 * self.max_activation_per_face()
+            + packed::padded(HEAD_CHANNELS)
+            + packed::padded(EMBEDDING_SIZE))
+            * std::mem::size_of::<f32>()
+    }
+
+    /// Bytes of packed weights, biases and slopes.
+    pub fn weight_bytes(&self) -> usize {
+        let layer =
+            |l: &PackedLayer| l.weight.len() + l.bias.len() + l.prelu.as_ref().map_or(0, Vec::len);
+        let floats = layer(&self.stem)
+            + self
+                .blocks
+                .iter()
+                .map(|b| layer(&b.dw) + layer(&b.pw))
+                .sum::<usize>()
+            + self.gdc_weight.len()
+            + self.gdc_bias.len()
+            + self.linear_weight.len()
+            + self.linear_bias.len();
+        floats * std::mem::size_of::<f32>()
+    }
+
+    /// Embeds `n` faces (NCHW in `x`) into L2-normalised rows of `y`, one chunk at a time,
+    /// on the calling thread.
+    fn run(&self, k: &Kernels, n: usize, x: &[f32], y: &mut [f32]) {
+        let r = self.resolution;
+        let chunk = n.min(FACES_PER_CHUNK);
+        let act = self.max_activation_per_face() * chunk;
+        let (mut a, mut mid, mut b) = (vec![0.0f32; act], vec![0.0f32; act], vec![0.0f32; act]);
+        let hp = packed::padded(HEAD_CHANNELS);
+        let ep = packed::padded(EMBEDDING_SIZE);
+        let mut pooled = vec![0.0f32; chunk * hp];
+        let mut emb = vec![0.0f32; chunk * ep];
+        let mut i0 = 0;
+        while i0 < n {
+            let nc = (n - i0).min(chunk);
+            let xs = &x[i0 * 3 * r * r..(i0 + nc) * 3 * r * r];
+            let g = ConvGeom::square(nc, 3, r, r, STEM_CHANNELS, 3, 1, 1, 1);
+            let mut len = packed::padded(STEM_CHANNELS) * nc * r * r;
+            (k.direct_conv_packed)(
+                &g,
+                xs,
+                &self.stem.weight,
+                &self.stem.epilogue(None),
+                &mut a[..len],
+            );
+            let mut side = r;
+            for blk in &self.blocks {
+                let s = blk.spec;
+                let g = ConvGeom::square(nc, s.c_in, side, side, s.c_in, 3, s.stride, 1, s.c_in);
+                side = g.out_h();
+                let mid_len = packed::padded(s.c_in) * nc * side * side;
+                (k.depthwise_packed)(
+                    &g,
+                    &a[..len],
+                    &blk.dw.weight,
+                    &blk.dw.epilogue(None),
+                    &mut mid[..mid_len],
+                );
+                let shape = PointwiseShape {
+                    pixels: nc * side * side,
+                    c_in: s.c_in,
+                    c_out: s.c_out,
+                };
+                let out_len = packed::padded(s.c_out) * nc * side * side;
+                let residual = if s.residual { Some(&a[..len]) } else { None };
+                (k.pointwise_packed)(
+                    &shape,
+                    &mid[..mid_len],
+                    &blk.pw.weight,
+                    &blk.pw.epilogue(residual),
+                    &mut b[..out_len],
+                );
+                std::mem::swap(&mut a, &mut b);
+                len = out_len;
+            }
+            (k.global_depthwise_packed)(
+                nc,
+                HEAD_CHANNELS,
+                side * side,
+                &a[..len],
+                &self.gdc_weight,
+                &self.gdc_bias,
+                &mut pooled[..nc * hp],
+            );
+            (k.linear_packed)(
+                nc,
+                hp,
+                EMBEDDING_SIZE,
+                &pooled[..nc * hp],
+                &self.linear_weight,
+                &self.linear_bias,
+                &mut emb[..nc * ep],
+            );
+            for j in 0..nc {
+                y[(i0 + j) * EMBEDDING_SIZE..(i0 + j + 1) * EMBEDDING_SIZE]
+                    .copy_from_slice(&emb[j * ep..j * ep + EMBEDDING_SIZE]);
+            }
+            i0 += nc;
+        }
+        (k.l2_normalize)(n, EMBEDDING_SIZE, y);
+    }
 }
 
 impl StudentNet {
@@ -479,8 +703,7 @@ impl StudentNet {
         self.info.resolution
     }
 
-    /// Embeds a batch `[n, 3, r, r]` of normalised faces into L2-normalised `[n, 128]`.
-    pub fn forward(&self, k: &Kernels, x: &Tensor) -> Result<Tensor> {
+    fn check_input(&self, x: &Tensor) -> Result<usize> {
         let [n, c, h, w] = x.dims4("student input")?;
         let r = self.info.resolution;
         if c != 3 || h != r || w != r {
@@ -488,6 +711,52 @@ impl StudentNet {
                 "student input must be [n, 3, {r}, {r}], got [{n}, {c}, {h}, {w}]"
             )));
         }
+        Ok(n)
+    }
+
+    /// Embeds a batch `[n, 3, r, r]` of normalised faces into L2-normalised `[n, 128]` on the
+    /// packed kernels of `k`, splitting large batches over [`default_threads`] threads.
+    pub fn forward(&self, k: &Kernels, x: &Tensor) -> Result<Tensor> {
+        self.forward_threads(k, x, default_threads())
+    }
+
+    /// `forward` on at most `threads` threads (at least one). Each thread takes a contiguous
+    /// share of the batch (whole chunks of [`FACES_PER_CHUNK`]); the result does not depend
+    /// on the thread count, since each face is computed by the same kernel calls in the same order.
+    pub fn forward_threads(&self, k: &Kernels, x: &Tensor, threads: usize) -> Result<Tensor> {
+        let n = self.check_input(x)?;
+        if n == 0 {
+            return Ok(Tensor::zeros(&[0, EMBEDDING_SIZE]));
+        }
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        let face = 3 * self.info.resolution * self.info.resolution;
+        let mut out = vec![0.0f32; n * EMBEDDING_SIZE];
+        let per = n.div_ceil(threads).div_ceil(FACES_PER_CHUNK) * FACES_PER_CHUNK;
+        if per >= n {
+            self.packed.run(k, n, x.data(), &mut out);
+        } else {
+            std::thread::scope(|s| {
+                for (xs, ys) in x
+                    .data()
+                    .chunks(per * face)
+                    .zip(out.chunks_mut(per * EMBEDDING_SIZE))
+                {
+                    let m = ys.len() / EMBEDDING_SIZE;
+                    s.spawn(move || self.packed.run(k, m, xs, ys));
+                }
+            });
+        }
+        Tensor::new(&[n, EMBEDDING_SIZE], out)
+    }
+
+    /// The reference forward pass: unpacked layers through `ops` (NCHW, one op at a time, no
+    /// fusion). On the scalar table it is the specification the packed path is tested against.
+    pub fn forward_reference(&self, k: &Kernels, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         let mut y = self.stem.forward(k, x)?;
         for b in &self.blocks {
             let mid = b.dw.forward(k, &y)?;

@@ -1,0 +1,408 @@
+//! Every fast kernel of every ISA this machine runs, against the scalar reference, on random
+//! shapes (channel counts and widths that are not multiples of the vector width, batch 1 and
+//! odd); the packed scalar oracles against the plain scalar kernels; and the whole student on
+//! each ISA against the scalar reference network.
+//!
+//! Tolerance: kernels accumulate in the same order as the reference but with fused
+//! multiply–adds, so results differ by rounding only. We require
+//! `max|fast − ref| ≤ 1e-5 · (1 + max|ref|)` per output tensor (f32 epsilon is 1.2e-7; the
+//! longest sums here have ≤ 300 terms). Student embeddings are unit vectors: `≤ 1e-5` absolute.
+
+use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
+use bridgeface::cpu::{scalar, scalar_packed, ConvGeom, Isa, Kernels};
+use bridgeface::model::student::{StudentInfo, StudentParams};
+use bridgeface::rng::Rng;
+use bridgeface::Tensor;
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.range(-1.0, 1.0)).collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let tol = 1e-5 * (1.0 + scale);
+    let mut worst = 0.0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        assert!(
+            d <= tol,
+            "{what}: index {i}: got {g}, want {w} (tolerance {tol})"
+        );
+        worst = worst.max(d);
+    }
+    assert!(worst.is_finite(), "{what}: non-finite difference");
+}
+
+/// The fast tables this machine can run (scalar excluded: it is the reference).
+fn fast_tables() -> Vec<Kernels> {
+    Kernels::available_isas()
+        .into_iter()
+        .filter(|i| *i != Isa::Scalar)
+        .map(|i| Kernels::for_isa(i).expect("available ISA builds a table"))
+        .collect()
+}
+
+#[test]
+fn isa_selection_rejects_what_the_cpu_lacks() {
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        let r = Kernels::for_isa(isa);
+        assert_eq!(r.is_ok(), isa.available(), "{}", isa.name());
+        if let Ok(k) = r {
+            assert_eq!(k.isa, isa);
+        } else if let Err(e) = r {
+            assert!(e.to_string().contains(isa.name()), "{e}");
+        }
+    }
+    assert!(Isa::parse("sse9").is_err());
+    assert_eq!(
+        Kernels::best().isa,
+        *Kernels::available_isas().last().unwrap()
+    );
+}
+
+/// A mix of geometries every general `conv2d` entry must get right: pointwise, depthwise 3×3
+/// at stride 1 and 2, odd kernels and asymmetric padding, dense direct convs, grouped ones.
+fn conv_cases() -> Vec<ConvGeom> {
+    let mut v = vec![
+        ConvGeom::square(1, 17, 5, 3, 33, 1, 1, 0, 1),
+        ConvGeom::square(3, 40, 4, 4, 24, 1, 1, 0, 1),
+        ConvGeom::square(1, 19, 7, 9, 19, 3, 1, 1, 19),
+        ConvGeom::square(3, 32, 8, 5, 32, 3, 2, 1, 32),
+        ConvGeom::square(2, 5, 9, 9, 5, 3, 2, 1, 5),
+        ConvGeom::square(1, 3, 11, 13, 32, 3, 1, 1, 1),
+        ConvGeom::square(3, 3, 10, 7, 20, 3, 2, 1, 1),
+        ConvGeom::square(1, 6, 6, 6, 18, 1, 2, 0, 1),
+        ConvGeom::square(1, 8, 6, 6, 12, 3, 1, 1, 2),
+    ];
+    let mut odd = ConvGeom::square(1, 21, 7, 6, 21, 5, 1, 2, 21);
+    odd.kh = 5;
+    odd.kw = 3;
+    odd.pad_l = 1;
+    odd.pad_r = 0;
+    odd.stride_w = 2;
+    v.push(odd);
+    let mut dense = ConvGeom::square(3, 4, 9, 8, 17, 2, 1, 0, 1);
+    dense.pad_b = 1;
+    v.push(dense);
+    v
+}
+
+#[test]
+fn conv2d_entry_matches_scalar_on_every_route() {
+    let mut rng = Rng::new(1);
+    for k in fast_tables() {
+        for g in conv_cases() {
+            g.validate().unwrap();
+            let x = random(&mut rng, g.input_len());
+            let w = random(&mut rng, g.weight_len());
+            let b = random(&mut rng, g.c_out);
+            for bias in [None, Some(&b[..])] {
+                let mut want = vec![0.0; g.output_len()];
+                scalar::conv2d(&g, &x, &w, bias, &mut want);
+                let mut got = vec![f32::NAN; g.output_len()];
+                (k.conv2d)(&g, &x, &w, bias, &mut got);
+                assert_close(&format!("{} conv2d {g:?}", k.isa.name()), &got, &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_scalar_oracles_match_plain_scalar() {
+    // The scalar table's packed kernels, reached through the same routing, equal the plain
+    // reference: this pins the packers and the layout, independently of any SIMD.
+    let mut rng = Rng::new(2);
+    let k = Kernels::scalar();
+    for g in conv_cases() {
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let b = random(&mut rng, g.c_out);
+        let mut want = vec![0.0; g.output_len()];
+        scalar::conv2d(&g, &x, &w, Some(&b), &mut want);
+        let mut got = vec![f32::NAN; g.output_len()];
+        packed::conv2d_via_packed(&k, &g, &x, &w, Some(&b), &mut got);
+        assert_close(&format!("scalar packed {g:?}"), &got, &want);
+    }
+    for (n, kk, m) in [(1, 7, 5), (3, 256, 128), (5, 33, 17)] {
+        let x = random(&mut rng, n * kk);
+        let w = random(&mut rng, m * kk);
+        let b = random(&mut rng, m);
+        let mut want = vec![0.0; n * m];
+        scalar::linear(n, kk, m, &x, &w, Some(&b), &mut want);
+        let mut got = vec![0.0; n * m];
+        packed::linear_via_packed(&k, n, kk, m, &x, &w, Some(&b), &mut got);
+        assert_close("scalar packed linear", &got, &want);
+    }
+    // Global depthwise: packed scalar vs plain scalar through block/unblock.
+    let (n, c, hw) = (3, 21, 5);
+    let x = random(&mut rng, n * c * hw);
+    let w = random(&mut rng, c * hw);
+    let b = random(&mut rng, c);
+    let mut want = vec![0.0; n * c];
+    scalar::global_depthwise_conv(n, c, hw, &x, &w, Some(&b), &mut want);
+    let cp = packed::padded(c);
+    let mut got = vec![0.0; n * cp];
+    scalar_packed::global_depthwise_packed(
+        n,
+        c,
+        hw,
+        &packed::block_nchw(&x, n, c, hw),
+        &packed::pack_global_depthwise(&w, c, hw),
+        &packed::pad_channels(&b),
+        &mut got,
+    );
+    let got: Vec<f32> = (0..n)
+        .flat_map(|i| got[i * cp..i * cp + c].to_vec())
+        .collect();
+    assert_close("scalar packed global depthwise", &got, &want);
+}
+
+#[test]
+fn prelu_epilogue_matches_unfused_reference() {
+    // bias + PReLU + residual fused in the scalar packed kernel == conv, prelu, add in turn.
+    let mut rng = Rng::new(3);
+    let g = ConvGeom::square(2, 20, 3, 5, 24, 1, 1, 0, 1);
+    let (hw, c) = (g.h * g.w, g.c_out);
+    let x = random(&mut rng, g.input_len());
+    let w = random(&mut rng, g.weight_len());
+    let b = random(&mut rng, c);
+    let a = random(&mut rng, c);
+    let res = random(&mut rng, g.output_len());
+    let mut want = vec![0.0; g.output_len()];
+    scalar::conv2d(&g, &x, &w, Some(&b), &mut want);
+    scalar::prelu(g.n, c, hw, &mut want, &a);
+    scalar::add(&mut want, &res);
+    let s = PointwiseShape {
+        pixels: g.n * hw,
+        c_in: g.c_in,
+        c_out: c,
+    };
+    let (bp, ap) = (packed::pad_channels(&b), packed::pad_channels(&a));
+    let rb = packed::block_nchw(&res, g.n, c, hw);
+    let ep = Epilogue {
+        bias: &bp,
+        prelu: Some(&ap),
+        residual: Some(&rb),
+    };
+    let mut yb = vec![0.0; packed::padded(c) * g.n * hw];
+    scalar_packed::pointwise_packed(
+        &s,
+        &packed::block_nchw(&x, g.n, g.c_in, hw),
+        &packed::pack_pointwise(&w, g.c_in, c),
+        &ep,
+        &mut yb,
+    );
+    let mut got = vec![0.0; g.output_len()];
+    packed::unblock_nchw(&yb, g.n, c, hw, &mut got);
+    assert_close("fused pointwise epilogue", &got, &want);
+}
+
+#[test]
+fn packed_kernels_match_scalar_packed_with_fused_epilogues() {
+    let mut rng = Rng::new(4);
+    for k in fast_tables() {
+        let name = k.isa.name();
+        // Pointwise: pixel counts around every tile size, channels off the block size.
+        for (pixels, c_in, c_out) in [
+            (1, 16, 16),
+            (7, 3, 17),
+            (13, 40, 33),
+            (100, 64, 48),
+            (23, 256, 16),
+        ] {
+            let (ci, co) = (packed::padded(c_in), packed::padded(c_out));
+            let s = PointwiseShape {
+                pixels,
+                c_in,
+                c_out,
+            };
+            // Blocked input: padded lanes are zero, as the layout requires.
+            let plain = random(&mut rng, c_in * pixels);
+            let x = packed::block_nchw(&plain, 1, c_in, pixels);
+            let w = packed::pack_pointwise(&random(&mut rng, c_in * c_out), c_in, c_out);
+            let b = packed::pad_channels(&random(&mut rng, c_out));
+            let a = packed::pad_channels(&random(&mut rng, c_out));
+            let res = random(&mut rng, co * pixels);
+            assert_eq!(x.len(), ci * pixels);
+            for (prelu, residual) in [
+                (None, None),
+                (Some(&a[..]), None),
+                (Some(&a[..]), Some(&res[..])),
+            ] {
+                let ep = Epilogue {
+                    bias: &b,
+                    prelu,
+                    residual,
+                };
+                let mut want = vec![0.0; co * pixels];
+                scalar_packed::pointwise_packed(&s, &x, &w, &ep, &mut want);
+                let mut got = vec![f32::NAN; co * pixels];
+                (k.pointwise_packed)(&s, &x, &w, &ep, &mut got);
+                assert_close(&format!("{name} pointwise {s:?}"), &got, &want);
+            }
+        }
+        // Depthwise 3×3 stride 1 and 2 (the student's), plus another kernel size.
+        for g in [
+            ConvGeom::square(1, 16, 16, 16, 16, 3, 1, 1, 16),
+            ConvGeom::square(3, 37, 7, 5, 37, 3, 2, 1, 37),
+            ConvGeom::square(1, 64, 4, 4, 64, 3, 2, 1, 64),
+            ConvGeom::square(5, 20, 3, 9, 20, 3, 1, 1, 20),
+            ConvGeom::square(2, 18, 6, 7, 18, 5, 2, 2, 18),
+        ] {
+            let c = packed::padded(g.c_in);
+            let x = packed::block_nchw(&random(&mut rng, g.input_len()), g.n, g.c_in, g.h * g.w);
+            let w = packed::pack_depthwise(&random(&mut rng, g.weight_len()), g.c_in, g.kh * g.kw);
+            let b = packed::pad_channels(&random(&mut rng, g.c_in));
+            let a = packed::pad_channels(&random(&mut rng, g.c_in));
+            let ep = Epilogue {
+                bias: &b,
+                prelu: Some(&a),
+                residual: None,
+            };
+            let len = c * g.n * g.out_h() * g.out_w();
+            let mut want = vec![0.0; len];
+            scalar_packed::depthwise_packed(&g, &x, &w, &ep, &mut want);
+            let mut got = vec![f32::NAN; len];
+            (k.depthwise_packed)(&g, &x, &w, &ep, &mut got);
+            assert_close(&format!("{name} depthwise {g:?}"), &got, &want);
+        }
+        // Direct conv: the student's stem and odd shapes.
+        for g in [
+            ConvGeom::square(1, 3, 16, 16, 32, 3, 1, 1, 1),
+            ConvGeom::square(3, 3, 9, 11, 20, 3, 2, 1, 1),
+            ConvGeom::square(1, 5, 5, 5, 7, 1, 1, 0, 1),
+        ] {
+            let co = packed::padded(g.c_out);
+            let x = random(&mut rng, g.input_len());
+            let w = packed::pack_direct(
+                &random(&mut rng, g.weight_len()),
+                g.c_in,
+                g.c_out,
+                g.kh * g.kw,
+            );
+            let b = packed::pad_channels(&random(&mut rng, g.c_out));
+            let a = packed::pad_channels(&random(&mut rng, g.c_out));
+            let ep = Epilogue {
+                bias: &b,
+                prelu: Some(&a),
+                residual: None,
+            };
+            let len = co * g.n * g.out_h() * g.out_w();
+            let mut want = vec![0.0; len];
+            scalar_packed::direct_conv_packed(&g, &x, &w, &ep, &mut want);
+            let mut got = vec![f32::NAN; len];
+            (k.direct_conv_packed)(&g, &x, &w, &ep, &mut got);
+            assert_close(&format!("{name} direct {g:?}"), &got, &want);
+        }
+        // Head: global depthwise and linear, batch 1 and odd.
+        for (n, c, hw) in [(1, 256, 16), (5, 20, 9), (3, 16, 1)] {
+            let cp = packed::padded(c);
+            let x = packed::block_nchw(&random(&mut rng, n * c * hw), n, c, hw);
+            let w = packed::pack_global_depthwise(&random(&mut rng, c * hw), c, hw);
+            let b = packed::pad_channels(&random(&mut rng, c));
+            let mut want = vec![0.0; n * cp];
+            scalar_packed::global_depthwise_packed(n, c, hw, &x, &w, &b, &mut want);
+            let mut got = vec![f32::NAN; n * cp];
+            (k.global_depthwise_packed)(n, c, hw, &x, &w, &b, &mut got);
+            assert_close(
+                &format!("{name} global depthwise {n} {c} {hw}"),
+                &got,
+                &want,
+            );
+        }
+        for (n, kk, m) in [(1, 256, 128), (7, 33, 20), (9, 5, 16)] {
+            let x = random(&mut rng, n * kk);
+            let w = random(&mut rng, m * kk);
+            let b = random(&mut rng, m);
+            let mut want = vec![0.0; n * m];
+            scalar::linear(n, kk, m, &x, &w, Some(&b), &mut want);
+            let mut got = vec![f32::NAN; n * m];
+            (k.linear)(n, kk, m, &x, &w, Some(&b), &mut got);
+            assert_close(&format!("{name} linear {n} {kk} {m}"), &got, &want);
+        }
+    }
+}
+
+/// A student with non-trivial BN statistics and PReLU slopes, so folding and the epilogues
+/// are exercised (a fresh init has identity BN and equal slopes).
+fn perturbed_student(resolution: usize, seed: u64) -> StudentParams {
+    let mut p = StudentParams::random(StudentInfo::new(resolution).unwrap(), seed);
+    let mut rng = Rng::new(seed + 100);
+    for (name, t) in p.tensors.iter_mut() {
+        if name.ends_with("running_var") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = rng.range(0.5, 2.0));
+        } else if name.ends_with("running_mean") || name.ends_with("bn.bias") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = rng.range(-0.2, 0.2));
+        } else if name.ends_with("prelu.weight") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = rng.range(0.0, 0.5));
+        }
+    }
+    p
+}
+
+#[test]
+fn student_on_every_isa_matches_the_scalar_reference_network() {
+    // Batch 9 crosses chunk boundaries (FACES_PER_CHUNK = 4); 13×13 gives odd map sides.
+    // Kept small: this test also runs under qemu for NEON.
+    let scalar_k = Kernels::scalar();
+    for (resolution, batches) in [(16usize, &[1usize, 9][..]), (13, &[3][..])] {
+        let net = perturbed_student(resolution, 7).fold().unwrap();
+        let mut rng = Rng::new(resolution as u64);
+        for &n in batches {
+            let face = 3 * resolution * resolution;
+            let x =
+                Tensor::new(&[n, 3, resolution, resolution], random(&mut rng, n * face)).unwrap();
+            let want = net.forward_reference(&scalar_k, &x).unwrap();
+            let mut tables = fast_tables();
+            if n <= 3 {
+                tables.push(scalar_k); // the scalar packed path (slow: small batches only)
+            }
+            for k in &tables {
+                let got = net.forward_threads(k, &x, 1).unwrap();
+                assert_eq!(got.shape(), &[n, 128]);
+                let worst = max_abs_diff(got.data(), want.data());
+                assert!(
+                    worst <= 1e-5,
+                    "{} student r={resolution} n={n}: max difference {worst}",
+                    k.isa.name()
+                );
+                if n <= 3 {
+                    // The unfused path on the fast table's general entries agrees too.
+                    let via_ops = net.forward_reference(k, &x).unwrap();
+                    let worst = max_abs_diff(via_ops.data(), want.data());
+                    assert!(worst <= 1e-5, "{} reference path: {worst}", k.isa.name());
+                }
+            }
+        }
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn thread_count_does_not_change_the_embeddings() {
+    let k = Kernels::best();
+    let net = perturbed_student(16, 9).fold().unwrap();
+    let mut rng = Rng::new(5);
+    let n = 37;
+    let x = Tensor::new(&[n, 3, 16, 16], random(&mut rng, n * 768)).unwrap();
+    let one = net.forward_threads(&k, &x, 1).unwrap();
+    for t in [2, 3, 64] {
+        assert_eq!(net.forward_threads(&k, &x, t).unwrap(), one, "{t} threads");
+    }
+    assert!(net.forward_threads(&k, &x, 0).is_err());
+    let empty = Tensor::zeros(&[0, 3, 16, 16]);
+    assert_eq!(net.forward(&k, &empty).unwrap().shape(), &[0, 128]);
+}
