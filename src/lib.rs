@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod data;
 pub mod embed;
 pub mod error;
+pub mod ffi;
 pub mod model;
 pub mod ops;
 pub mod rng;

@@ -1,0 +1,246 @@
+//! The C example end to end: compile examples/c/embed.c with gcc against libbridgeface.a, run
+//! it on generated PPM faces, and check its similarity against `bridge verify --json` to 1e-6.
+
+use bridgeface::data::image::Rgb8;
+use bridgeface::data::synthetic::synthetic_face;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// System libraries the Rust standard library needs in a static link on Linux, as printed by
+/// `cargo rustc --release --lib -- --print native-static-libs` (gcc adds -lc and -lgcc_s
+/// itself). Keep in sync with the README and include/bridgeface.h.
+const LINK_FLAGS: &[&str] = &["-lpthread", "-ldl", "-lm"];
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The static library to link: the one `cargo test` built alongside this test.
+///
+/// `cargo test` compiles the library target with all its crate types, so the staticlib exists
+/// as `<profile>/deps/libbridgeface-<hash>.a`, but cargo copies it up to
+/// `<profile>/libbridgeface.a` only for `cargo build`. We take the newest of those files and
+/// check it is not older than any source file (cargo's own freshness rule), so a stale library
+/// is never linked. If none is fresh, we build one into a separate target folder: this process
+/// runs under `cargo test`, which holds the lock on the main target folder until the tests
+/// end, so building there would wait forever.
+fn static_library() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_bridge"));
+    let profile_dir = bin.parent().expect("bridge binary has a folder");
+    let newest_source = newest_mtime(&Path::new(REPO).join("src"));
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> =
+        std::fs::read_dir(profile_dir.join("deps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with("libbridgeface-") && name.ends_with(".a")
+            })
+            .chain(std::iter::once(profile_dir.join("libbridgeface.a")))
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .collect();
+    candidates.sort();
+    if let Some((built, lib)) = candidates.pop() {
+        if built >= newest_source {
+            return lib;
+        }
+    }
+    let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+    let target = Path::new(REPO).join("target").join("c-example");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(REPO)
+        .args(["build", "--lib", "--target-dir"])
+        .arg(&target);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo to build the static library");
+    assert!(
+        out.status.success(),
+        "cargo build --lib failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = target
+        .join(if release { "release" } else { "debug" })
+        .join("libbridgeface.a");
+    assert!(built.is_file(), "{} was not produced", built.display());
+    built
+}
+
+/// The latest modification time of any file under `dir`.
+fn newest_mtime(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir)
+        .expect("read source folder")
+        .flatten()
+    {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .expect("source file mtime")
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// Compiles examples/c/embed.c into `dir` and returns the executable.
+fn build_c_example(dir: &Path) -> PathBuf {
+    let lib = static_library();
+    let exe = dir.join("embed");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(Path::new(REPO).join("include"))
+        .arg(Path::new(REPO).join("examples/c/embed.c"))
+        .arg(&lib)
+        .args(LINK_FLAGS)
+        .arg("-o")
+        .arg(&exe);
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "gcc is not installed, and this test needs it to build examples/c/embed.c; \
+             install it (Debian/Ubuntu: apt-get install gcc)"
+        ),
+        Err(e) => panic!("cannot run gcc: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "gcc failed to build the C example:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Writes a binary PPM (P6); `comment` exercises the header comments the C reader must skip.
+fn write_ppm(path: &Path, img: &Rgb8, comment: bool) {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"P6\n");
+    if comment {
+        bytes.extend_from_slice(b"# generated by tests/c_example.rs\n");
+    }
+    bytes.extend_from_slice(format!("{} {}\n255\n", img.width, img.height).as_bytes());
+    bytes.extend_from_slice(&img.pixels);
+    std::fs::write(path, bytes).expect("write ppm");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run command")
+}
+
+/// Parses "similarity 0.123456789 same|different" from the C program.
+fn c_similarity(out: &Output) -> (f64, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "C example failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    assert!(
+        fields.len() == 3 && fields[0] == "similarity",
+        "unexpected C output {stdout:?}"
+    );
+    let v = fields[1]
+        .parse()
+        .unwrap_or_else(|_| panic!("bad number in {stdout:?}"));
+    (v, fields[2].to_string())
+}
+
+/// Runs `bridge verify --json` and returns (cosine, "same"|"different").
+fn cli_similarity(model: &Path, a: &Path, b: &Path) -> (f64, String) {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .arg("verify")
+        .arg(a)
+        .arg(b)
+        .arg("--weights")
+        .arg(model)
+        .arg("--json"));
+    assert!(
+        out.status.success(),
+        "bridge verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify prints JSON");
+    let cos = v["cosine"].as_f64().expect("cosine is a number");
+    let same = v["same"].as_bool().expect("same is a bool");
+    (cos, if same { "same" } else { "different" }.to_string())
+}
+
+#[test]
+fn c_example_agrees_with_bridge_verify() {
+    let dir = std::env::temp_dir().join(format!("bridgeface-c-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let exe = build_c_example(&dir);
+
+    // A random 24×24 student, written by the CLI the way a user would.
+    let model = dir.join("student.safetensors");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(["init", "--seed", "11", "--resolution", "24", "--out"])
+        .arg(&model));
+    assert!(
+        out.status.success(),
+        "bridge init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two different faces; the second cropped to an odd size so both resize paths run.
+    let a = dir.join("a.ppm");
+    let b = dir.join("b.ppm");
+    write_ppm(&a, &synthetic_face(21, 0, 0.0), true);
+    let face_b = synthetic_face(22, 1, 0.08);
+    let crop = Rgb8::from_strided(
+        45,
+        51,
+        face_b.width * 3,
+        &face_b.pixels[6 * 64 * 3 + 9 * 3..],
+    )
+    .expect("crop");
+    write_ppm(&b, &crop, false);
+
+    for (x, y) in [(&a, &b), (&b, &a), (&a, &a)] {
+        let (c_cos, c_verdict) = c_similarity(&run(Command::new(&exe).arg(&model).arg(x).arg(y)));
+        let (r_cos, r_verdict) = cli_similarity(&model, x, y);
+        assert!(
+            (c_cos - r_cos).abs() <= 1e-6,
+            "C example says {c_cos}, bridge verify says {r_cos} for {} vs {}",
+            x.display(),
+            y.display()
+        );
+        assert_eq!(c_verdict, r_verdict);
+        if x == y {
+            assert!((c_cos - 1.0).abs() <= 1e-6, "self-similarity {c_cos}");
+        } else {
+            assert!(c_cos < 0.999_999, "different faces gave {c_cos}");
+        }
+    }
+
+    // Failures end with a non-zero exit and a message, never a crash.
+    let corrupt = dir.join("corrupt.ppm");
+    std::fs::write(&corrupt, b"P6\n64 64\n255\nshort").expect("write");
+    let not_ppm = dir.join("not.ppm");
+    std::fs::write(&not_ppm, b"P3\n1 1\n255\n0 0 0\n").expect("write");
+    let missing_model = dir.join("missing.safetensors");
+    let cases = [
+        (model.as_path(), corrupt.as_path(), "truncated pixel data"),
+        (model.as_path(), not_ppm.as_path(), "not a binary PPM"),
+        (missing_model.as_path(), a.as_path(), "missing.safetensors"),
+        (a.as_path(), b.as_path(), "not a valid safetensors"),
+    ];
+    for (m, img, needle) in cases {
+        let out = run(Command::new(&exe).arg(m).arg(&a).arg(img));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
+        assert!(
+            err.contains(needle),
+            "stderr {err:?} should mention {needle:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
