@@ -6,10 +6,19 @@ use bridgeface::data::synthetic::synthetic_face;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// System libraries the Rust standard library needs in a static link on Linux, as printed by
-/// `cargo rustc --release --lib -- --print native-static-libs` (gcc adds -lc and -lgcc_s
-/// itself). Keep in sync with the README and include/bridgeface.h.
-const LINK_FLAGS: &[&str] = &["-lpthread", "-ldl", "-lm"];
+/// System libraries the Rust standard library needs in a static link on Linux (glibc), exactly
+/// as `cargo rustc --release --lib -- --print native-static-libs` prints them. On glibc 2.34+
+/// `-lpthread -ldl -lm` alone suffice (the rest are merged into libc or added by gcc), but the
+/// full list also links on older systems. Keep in sync with the README and bridgeface.h.
+const LINK_FLAGS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -92,6 +101,7 @@ fn newest_mtime(dir: &Path) -> std::time::SystemTime {
 /// Compiles examples/c/embed.c into `dir` and returns the executable.
 fn build_c_example(dir: &Path) -> PathBuf {
     let lib = static_library();
+    eprintln!("linking {}", lib.display());
     let exe = dir.join("embed");
     let mut cmd = Command::new("gcc");
     cmd.args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])

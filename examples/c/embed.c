@@ -12,7 +12,7 @@
  * Build (from the repository root):
  *   cargo build --release
  *   gcc -O2 -Wall -Wextra -Iinclude examples/c/embed.c target/release/libbridgeface.a \
- *       -lpthread -ldl -lm -o embed
+ *       -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o embed
  */
 #include <ctype.h>
 #include <stdint.h>
