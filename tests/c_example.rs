@@ -28,12 +28,59 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// as `<profile>/deps/libbridgeface-<hash>.a`, but cargo copies it up to
 /// `<profile>/libbridgeface.a` only for `cargo build`. We take the newest of those files and
 /// check it is not older than any source file (cargo's own freshness rule), so a stale library
-/// is never linked. If none is fresh, we build one into a separate target folder: this process
-/// runs under `cargo test`, which holds the lock on the main target folder until the tests
-/// end, so building there would wait forever.
+/// is never linked. Only if none is fresh do we run `$CARGO build --lib` for this profile in
+/// the same target folder (only the library recompiles). Cargo releases the target folder's
+/// lock before it runs the test binaries (checked with cargo 1.95: a nested build from a test
+/// finishes), but a cargo that kept it would wait forever, so the nested build has a deadline.
 fn static_library() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_bridge"));
     let profile_dir = bin.parent().expect("bridge binary has a folder");
+    if let Some(lib) = fresh_static_library(profile_dir) {
+        return lib;
+    }
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    };
+    let target_dir = profile_dir.parent().expect("profile folder has a parent");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("no fresh libbridgeface.a: running cargo build --lib --profile {profile}");
+    let mut child = Command::new(cargo)
+        .current_dir(REPO)
+        .args(["build", "--lib", "--profile", &profile, "--target-dir"])
+        .arg(target_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run cargo to build the static library");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20 * 60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cargo") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cargo build --lib did not finish in 20 minutes; is {} locked by the cargo \
+                 running this test? Run `cargo build --release --lib` first",
+                target_dir.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "cargo build --lib failed ({status})");
+    // A successful `cargo build` leaves the library fresh by cargo's own rules, uplifted.
+    let lib = profile_dir.join("libbridgeface.a");
+    assert!(
+        lib.is_file(),
+        "cargo build --lib produced no {}",
+        lib.display()
+    );
+    lib
+}
+
+/// The newest `libbridgeface*.a` in `profile_dir`, if it is at least as new as every source.
+fn fresh_static_library(profile_dir: &Path) -> Option<PathBuf> {
     let newest_source = newest_mtime(&Path::new(REPO).join("src"));
     let mut candidates: Vec<(std::time::SystemTime, PathBuf)> =
         std::fs::read_dir(profile_dir.join("deps"))
@@ -49,32 +96,10 @@ fn static_library() -> PathBuf {
             .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
             .collect();
     candidates.sort();
-    if let Some((built, lib)) = candidates.pop() {
-        if built >= newest_source {
-            return lib;
-        }
-    }
-    let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
-    let target = Path::new(REPO).join("target").join("c-example");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(REPO)
-        .args(["build", "--lib", "--target-dir"])
-        .arg(&target);
-    if release {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("run cargo to build the static library");
-    assert!(
-        out.status.success(),
-        "cargo build --lib failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let built = target
-        .join(if release { "release" } else { "debug" })
-        .join("libbridgeface.a");
-    assert!(built.is_file(), "{} was not produced", built.display());
-    built
+    candidates
+        .pop()
+        .filter(|(built, _)| *built >= newest_source)
+        .map(|(_, lib)| lib)
 }
 
 /// The latest modification time of any file under `dir`.
