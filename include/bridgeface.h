@@ -55,7 +55,8 @@ typedef enum bf_status {
     /* The model handle is not a live model: already freed, or not from bf_model_load. */
     BF_ERR_INVALID_HANDLE = 2,
     /* An argument is out of range: n == 0, an empty image, row_stride < width * 3, a shape
-     * other than the model's input, a size that overflows, non-finite input. */
+     * other than the model's input, a size that overflows, non-finite input, a float or
+     * struct pointer that is not aligned for its type. */
     BF_ERR_INVALID_ARGUMENT = 3,
     /* A file could not be read (it does not exist, or permission is denied). */
     BF_ERR_IO = 4,

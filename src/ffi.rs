@@ -48,7 +48,8 @@ pub enum BfStatus {
     /// The model handle is not a live model (never loaded, already freed, or garbage).
     InvalidHandle = 2,
     /// An argument is out of range: n = 0, empty image, row stride < width × 3, a shape that
-    /// differs from the model's input, a size that overflows, non-finite input.
+    /// differs from the model's input, a size that overflows, non-finite input, a misaligned
+    /// float or struct pointer.
     InvalidArgument = 3,
     /// A file could not be read (missing, unreadable).
     Io = 4,
@@ -220,14 +221,45 @@ fn checked_len(factors: &[usize], elem_size: usize, what: &str) -> Result<usize,
     }
 }
 
-/// Copies a finished batch of embeddings into the caller's buffer.
+/// Rejects NULL and misaligned pointers: Rust reads and writes through `T` only at `T`'s
+/// alignment, and a misaligned `float*` from C would be undefined behaviour, not an error.
+fn check_ptr<T>(p: *const T, what: &str) -> Result<(), Failure> {
+    if p.is_null() {
+        return Err(Failure::null(what));
+    }
+    if (p as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(Failure::invalid(format!(
+            "{what} ({p:p}) is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies a finished batch of `n` embeddings into the caller's buffer of
+/// `n × embedding_size` floats, after checking that the batch has exactly that size.
 ///
 /// # Safety
-/// `out` must be non-null and valid for writes of `emb.numel()` floats.
-unsafe fn write_embeddings(emb: &Tensor, out: *mut f32) {
-    // SAFETY: the caller guarantees `out` holds `emb.numel()` writable floats; a Rust
-    // tensor never overlaps caller memory.
+/// `out` must be non-null, aligned and valid for writes of `n * embedding_size` floats.
+unsafe fn write_embeddings(
+    emb: &Tensor,
+    n: usize,
+    embedding_size: usize,
+    out: *mut f32,
+) -> Result<(), Failure> {
+    if emb.shape() != [n, embedding_size] {
+        return Err(Failure::new(
+            BfStatus::Internal,
+            format!(
+                "internal error: the model produced {:?}, not [{n}, {embedding_size}]",
+                emb.shape()
+            ),
+        ));
+    }
+    // SAFETY: the caller guarantees `out` holds n × embedding_size writable floats, which is
+    // exactly `emb.numel()` (checked above); a Rust tensor never overlaps caller memory.
     unsafe { std::ptr::copy_nonoverlapping(emb.data().as_ptr(), out, emb.numel()) };
+    Ok(())
 }
 
 /// Loads a student weight file (`.safetensors`) and stores a new handle in `*out_model`.
@@ -241,10 +273,8 @@ pub unsafe extern "C" fn bf_model_load(
     out_model: *mut *mut BfModel,
 ) -> BfStatus {
     guard(|| {
-        if out_model.is_null() {
-            return Err(Failure::null("out_model"));
-        }
-        // SAFETY: non-null and, by the contract above, valid for a pointer write. Cleared
+        check_ptr(out_model.cast_const(), "out_model")?;
+        // SAFETY: non-null, aligned, and by contract valid for a pointer write. Cleared
         // first so that a failed load never leaves a stale handle in the caller's variable.
         unsafe { *out_model = std::ptr::null_mut() };
         if path.is_null() {
@@ -272,7 +302,7 @@ pub unsafe extern "C" fn bf_model_load(
             }
         };
         registry().insert(handle, model);
-        // SAFETY: checked non-null above, valid for a pointer write by contract.
+        // SAFETY: checked non-null and aligned above, valid for a pointer write by contract.
         unsafe { *out_model = handle as *mut BfModel };
         Ok(())
     })
@@ -303,9 +333,7 @@ pub unsafe extern "C" fn bf_model_info(
 ) -> BfStatus {
     guard(|| {
         let m = lookup(model)?;
-        if out_info.is_null() {
-            return Err(Failure::null("out_info"));
-        }
+        check_ptr(out_info.cast_const(), "out_info")?;
         let info = &m.net.info;
         let filled = BfModelInfo {
             resolution: info.resolution as u32,
@@ -315,7 +343,7 @@ pub unsafe extern "C" fn bf_model_info(
             mean: info.normalization.mean,
             std: info.normalization.std,
         };
-        // SAFETY: non-null and valid for one write by contract; `write` does not read the
+        // SAFETY: non-null, aligned, and valid for one write by contract; `write` does not read the
         // (possibly uninitialised) old value.
         unsafe { out_info.write(filled) };
         Ok(())
@@ -343,12 +371,8 @@ pub unsafe extern "C" fn bf_embed_rgb8(
 ) -> BfStatus {
     guard(|| {
         let m = lookup(model)?;
-        if pixels.is_null() {
-            return Err(Failure::null("pixels"));
-        }
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
+        check_ptr(pixels, "pixels")?;
+        check_ptr(out.cast_const(), "out")?;
         if n == 0 {
             return Err(Failure::invalid("n is 0: there are no images to embed"));
         }
@@ -380,9 +404,8 @@ pub unsafe extern "C" fn bf_embed_rgb8(
             })
             .collect::<crate::Result<Vec<_>>>()?;
         let emb = embed_rgb(&m.net, m.kernels, &images)?;
-        // SAFETY: `out` is non-null and holds n × embedding_size floats by contract, which is
-        // exactly the size of `emb` ([n, embedding_size]).
-        unsafe { write_embeddings(&emb, out) };
+        // SAFETY: `out` is non-null, aligned, and holds n × embedding_size floats by contract.
+        unsafe { write_embeddings(&emb, n, m.net.info.embedding_size, out) }?;
         Ok(())
     })
 }
@@ -405,12 +428,8 @@ pub unsafe extern "C" fn bf_embed_f32(
 ) -> BfStatus {
     guard(|| {
         let m = lookup(model)?;
-        if input.is_null() {
-            return Err(Failure::null("input"));
-        }
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
+        check_ptr(input, "input")?;
+        check_ptr(out.cast_const(), "out")?;
         if n == 0 {
             return Err(Failure::invalid("n is 0: there are no faces to embed"));
         }
@@ -422,7 +441,7 @@ pub unsafe extern "C" fn bf_embed_f32(
         }
         let len = checked_len(&[n, 3, r, r], 4, "input")?;
         checked_len(&[n, m.net.info.embedding_size], 4, "output")?;
-        // SAFETY: non-null and readable for n × 3 × r × r floats by contract (the caller
+        // SAFETY: non-null, aligned, and readable for n × 3 × r × r floats by contract (the caller
         // stated that shape and it equals the model's); the length fits a slice.
         let data = unsafe { std::slice::from_raw_parts(input, len) };
         if data.iter().any(|v| !v.is_finite()) {
@@ -430,8 +449,8 @@ pub unsafe extern "C" fn bf_embed_f32(
         }
         let x = Tensor::new(&[n, 3, r, r], data.to_vec())?;
         let emb = m.net.forward(m.kernels, &x)?;
-        // SAFETY: `out` is non-null and holds n × embedding_size floats by contract.
-        unsafe { write_embeddings(&emb, out) };
+        // SAFETY: `out` is non-null, aligned, and holds n × embedding_size floats by contract.
+        unsafe { write_embeddings(&emb, n, m.net.info.embedding_size, out) }?;
         Ok(())
     })
 }
@@ -450,20 +469,14 @@ pub unsafe extern "C" fn bf_similarity(
     out_similarity: *mut f32,
 ) -> BfStatus {
     guard(|| {
-        if a.is_null() {
-            return Err(Failure::null("a"));
-        }
-        if b.is_null() {
-            return Err(Failure::null("b"));
-        }
-        if out_similarity.is_null() {
-            return Err(Failure::null("out_similarity"));
-        }
+        check_ptr(a, "a")?;
+        check_ptr(b, "b")?;
+        check_ptr(out_similarity.cast_const(), "out_similarity")?;
         if len == 0 {
             return Err(Failure::invalid("len is 0: nothing to compare"));
         }
         checked_len(&[len], 4, "vector")?;
-        // SAFETY: both non-null and readable for `len` floats by contract; the length fits a
+        // SAFETY: both non-null, aligned, and readable for `len` floats by contract; the length fits a
         // slice; they are only read, so they may alias each other.
         let (va, vb) = unsafe {
             (
@@ -472,7 +485,7 @@ pub unsafe extern "C" fn bf_similarity(
             )
         };
         let cos = ops::cosine(va, vb)?;
-        // SAFETY: non-null and writable for one float by contract.
+        // SAFETY: non-null, aligned, and writable for one float by contract.
         unsafe { out_similarity.write(cos) };
         Ok(())
     })

@@ -224,6 +224,14 @@ fn c_example_agrees_with_bridge_verify() {
         "bridge init: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // "wrote a random 24×24 student (N parameters) to ..." gives the count that the C program
+    // must read back through bf_model_info_t, a check of the struct layout across the ABI.
+    let init_says = String::from_utf8_lossy(&out.stdout).into_owned();
+    let params: u64 = init_says
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no parameter count in {init_says:?}"));
 
     // Two different faces; the second cropped to an odd size so both resize paths run.
     let a = dir.join("a.ppm");
@@ -239,8 +247,15 @@ fn c_example_agrees_with_bridge_verify() {
     .expect("crop");
     write_ppm(&b, &crop, false);
 
+    let expected_info = format!("model 24x24 input, 128-float embeddings, {params} parameters");
     for (x, y) in [(&a, &b), (&b, &a), (&a, &a)] {
-        let (c_cos, c_verdict) = c_similarity(&run(Command::new(&exe).arg(&model).arg(x).arg(y)));
+        let c_out = run(Command::new(&exe).arg(&model).arg(x).arg(y));
+        let c_err = String::from_utf8_lossy(&c_out.stderr);
+        assert!(
+            c_err.contains(&expected_info),
+            "C program reported {c_err:?}, expected {expected_info:?}"
+        );
+        let (c_cos, c_verdict) = c_similarity(&c_out);
         let (r_cos, r_verdict) = cli_similarity(&model, x, y);
         assert!(
             (c_cos - r_cos).abs() <= 1e-6,

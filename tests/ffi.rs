@@ -161,6 +161,16 @@ fn info_reports_the_model() {
     // SAFETY: NULL out pointer is what is being tested.
     let s = unsafe { bf_model_info(m, ptr::null_mut()) };
     assert_fails(s, BfStatus::NullPointer, "out_info");
+    let mut raw = [0u64; 8];
+    let odd_info = raw
+        .as_mut_ptr()
+        .cast::<u8>()
+        .wrapping_add(1)
+        .cast::<BfModelInfo>();
+    // SAFETY: a misaligned pointer is what is being tested; it must not be written through.
+    let s = unsafe { bf_model_info(m, odd_info) };
+    assert_fails(s, BfStatus::InvalidArgument, "aligned");
+    assert_eq!(raw, [0; 8]);
     // SAFETY: NULL model is what is being tested.
     let s = unsafe { bf_model_info(ptr::null(), &mut info) };
     assert_fails(s, BfStatus::NullPointer, "model");
@@ -274,139 +284,23 @@ fn embed_rgb8_rejects_bad_arguments_without_writing() {
         BfStatus,
         &'static str,
     );
-    let cases: [Call; 11] = [
-        (
-            "null model",
-            ptr::null(),
-            px,
-            1,
-            64,
-            64,
-            192,
-            o,
-            BfStatus::NullPointer,
-            "model",
-        ),
-        (
-            "null pixels",
-            m,
-            ptr::null(),
-            1,
-            64,
-            64,
-            192,
-            o,
-            BfStatus::NullPointer,
-            "pixels",
-        ),
-        (
-            "null out",
-            m,
-            px,
-            1,
-            64,
-            64,
-            192,
-            ptr::null_mut(),
-            BfStatus::NullPointer,
-            "out",
-        ),
-        (
-            "n = 0",
-            m,
-            px,
-            0,
-            64,
-            64,
-            192,
-            o,
-            BfStatus::InvalidArgument,
-            "n is 0",
-        ),
-        (
-            "height 0",
-            m,
-            px,
-            1,
-            0,
-            64,
-            192,
-            o,
-            BfStatus::InvalidArgument,
-            "empty",
-        ),
-        (
-            "width 0",
-            m,
-            px,
-            1,
-            64,
-            0,
-            192,
-            o,
-            BfStatus::InvalidArgument,
-            "empty",
-        ),
-        (
-            "stride < width×3",
-            m,
-            px,
-            1,
-            64,
-            64,
-            191,
-            o,
-            BfStatus::InvalidArgument,
-            "row_stride",
-        ),
-        (
-            "stride 0",
-            m,
-            px,
-            1,
-            64,
-            64,
-            0,
-            o,
-            BfStatus::InvalidArgument,
-            "row_stride",
-        ),
-        (
-            "n overflows",
-            m,
-            px,
-            usize::MAX,
-            64,
-            64,
-            192,
-            o,
-            BfStatus::InvalidArgument,
-            "overflow",
-        ),
-        (
-            "width overflows",
-            m,
-            px,
-            1,
-            1,
-            usize::MAX / 2,
-            usize::MAX,
-            o,
-            BfStatus::InvalidArgument,
-            "overflow",
-        ),
-        (
-            "stride overflows",
-            m,
-            px,
-            1,
-            64,
-            64,
-            usize::MAX / 8,
-            o,
-            BfStatus::InvalidArgument,
-            "overflow",
-        ),
+    // One byte past `o`: a float pointer that is not 4-byte aligned (never dereferenced).
+    let misaligned = o.cast::<u8>().wrapping_add(1).cast::<f32>();
+    use BfStatus::{InvalidArgument as Invalid, NullPointer as Null};
+    #[rustfmt::skip]
+    let cases: [Call; 12] = [
+        ("null model", ptr::null(), px, 1, 64, 64, 192, o, Null, "model"),
+        ("null pixels", m, ptr::null(), 1, 64, 64, 192, o, Null, "pixels"),
+        ("null out", m, px, 1, 64, 64, 192, ptr::null_mut(), Null, "out"),
+        ("misaligned out", m, px, 1, 64, 64, 192, misaligned, Invalid, "aligned"),
+        ("n = 0", m, px, 0, 64, 64, 192, o, Invalid, "n is 0"),
+        ("height 0", m, px, 1, 0, 64, 192, o, Invalid, "empty"),
+        ("width 0", m, px, 1, 64, 0, 192, o, Invalid, "empty"),
+        ("stride < width×3", m, px, 1, 64, 64, 191, o, Invalid, "row_stride"),
+        ("stride 0", m, px, 1, 64, 64, 0, o, Invalid, "row_stride"),
+        ("n overflows", m, px, usize::MAX, 64, 64, 192, o, Invalid, "overflow"),
+        ("width overflows", m, px, 1, 1, usize::MAX / 2, usize::MAX, o, Invalid, "overflow"),
+        ("stride overflows", m, px, 1, 64, 64, usize::MAX / 8, o, Invalid, "overflow"),
     ];
     for (what, model, pixels, n, h, w, stride, out_ptr, expected, needle) in cases {
         // SAFETY: each case has one bad argument, which the function must reject before it
@@ -519,6 +413,15 @@ fn embed_f32_checks_shape_and_equals_forward() {
     // SAFETY: NULL model, valid other pointers.
     let s = unsafe { bf_embed_f32(ptr::null(), p, 1, 3, RES, RES, o) };
     assert_fails(s, BfStatus::NullPointer, "model");
+    let odd_in = x.data().as_ptr().cast::<u8>().wrapping_add(2).cast::<f32>();
+    let odd_out = o.cast::<u8>().wrapping_add(1).cast::<f32>();
+    // SAFETY: misaligned pointers are what is being tested; they are never dereferenced.
+    let s = unsafe { bf_embed_f32(m, odd_in, 1, 3, RES, RES, o) };
+    assert_fails(s, BfStatus::InvalidArgument, "input");
+    assert!(last_error().contains("aligned"), "{}", last_error());
+    // SAFETY: as above.
+    let s = unsafe { bf_embed_f32(m, p, 1, 3, RES, RES, odd_out) };
+    assert_fails(s, BfStatus::InvalidArgument, "aligned");
     let mut bad = x.data().to_vec();
     bad[100] = f32::NAN;
     // SAFETY: `bad` holds 2×3×16×16 floats.
@@ -559,6 +462,9 @@ fn similarity_matches_cosine_and_rejects_bad_arguments() {
         assert_fails(s, BfStatus::InvalidArgument, "len is 0");
         let s = bf_similarity(a.as_ptr(), b.as_ptr(), usize::MAX, &mut untouched);
         assert_fails(s, BfStatus::InvalidArgument, "overflow");
+        let odd = a.as_ptr().cast::<u8>().wrapping_add(1).cast::<f32>();
+        let s = bf_similarity(odd, b.as_ptr(), EMB - 1, &mut untouched);
+        assert_fails(s, BfStatus::InvalidArgument, "aligned");
     }
     assert!(untouched.is_nan());
 }
