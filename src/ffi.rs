@@ -1,5 +1,5 @@
-//! The C ABI of the static library (`include/bridgeface.h`): model handles, status codes, a
-//! thread-local last error, and panic containment. It only validates and converts; no numeric logic.
+//! The C ABI of the static library (`include/bridgeface.h`): model handles, status codes, the
+//! thread-local last error, panic containment. It must not compute: it checks, converts, calls.
 //!
 //! # Handles
 //!
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn bf_model_load(
             let id = NEXT_HANDLE
                 .fetch_add(1, Ordering::Relaxed)
                 .wrapping_mul(HANDLE_SCRAMBLE);
-            // 0 would read as NULL; it only comes up after the counter wraps.
+            // 0 would read as NULL. It, and reuse, only come after 2^64 loads (2^32 on 32-bit).
             if id != 0 {
                 break id;
             }
