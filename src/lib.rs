@@ -1,6 +1,6 @@
 //! bridgeface: bridge distillation of a face-recognition teacher into a tiny low-resolution
-//! student, and a fast engine to run it. Modules are listed bottom-up; each imports only from
-//! those above it in this list (see docs/ARCHITECTURE.md).
+//! student, and a fast engine to run it. The modules form layers; each imports only from the
+//! layers below it, in the order docs/ARCHITECTURE.md draws.
 
 pub mod autograd;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod data;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod ffi;
 pub mod model;
 pub mod ops;
 pub mod optim;
