@@ -16,10 +16,13 @@ fn bridge(args: &[&str]) -> Output {
         .expect("run bridge")
 }
 
+thread_local! {
+    // One folder per test (each test runs on its own thread), removed when the test ends.
+    static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
+}
+
 fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bridgeface-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    DIR.with(|d| d.path().to_path_buf())
 }
 
 fn p(path: &Path) -> &str {

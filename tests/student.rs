@@ -220,8 +220,8 @@ fn wrong_input_shape_is_a_shape_error() {
 
 #[test]
 fn save_and_load_round_trip_and_reject_foreign_files() {
-    let dir = std::env::temp_dir().join(format!("bridgeface-student-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let p = perturbed_params(12, 9);
     let path = dir.join("s.safetensors");
     p.save(&path, bridgeface::weights::StoreDtype::F32).unwrap();

@@ -5,10 +5,13 @@ use bridgeface::{Error, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+thread_local! {
+    // One folder per test (each test runs on its own thread), removed when the test ends.
+    static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
+}
+
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bridgeface-weights-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    DIR.with(|d| d.path().join(name))
 }
 
 fn sample() -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
