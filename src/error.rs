@@ -38,6 +38,8 @@ pub enum Error {
     UnsupportedIsa(String),
     /// A needed asset (model, dataset, weights) is not present.
     MissingAsset(String),
+    /// An ONNX model could not be parsed, or uses an op or attribute bridgeface does not support.
+    Onnx(String),
 }
 
 /// Shorthand used across the crate.
@@ -82,6 +84,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::UnsupportedIsa(msg) => write!(f, "unsupported instruction set: {msg}"),
             Error::MissingAsset(msg) => write!(f, "missing asset: {msg}"),
+            Error::Onnx(msg) => write!(f, "ONNX model: {msg}"),
         }
     }
 }

@@ -24,15 +24,34 @@ pub fn run(cmd: Command) -> Result<()> {
             images,
             weights,
             json,
-        } => embed(&images, weights, json),
+            model,
+        } => embed(&images, weights, json, model),
         Command::Verify {
             a,
             b,
             threshold,
             weights,
             json,
-        } => verify(&a, &b, threshold, weights, json),
+            model,
+        } => verify(&a, &b, threshold, weights, json, model),
         Command::Demo { weights } => demo(weights),
+        Command::Fetch { only } => super::fetch::fetch(only.as_deref()),
+        Command::ImportOnnx { model, out } => super::onnx::import_onnx(&model, &out),
+        Command::ExportOnnx { weights, out } => super::onnx::export_onnx(&weights, &out),
+        Command::Align {
+            in_dir,
+            out_dir,
+            size,
+            score,
+            detector,
+            threads,
+        } => super::align::align(&in_dir, &out_dir, size, score, detector, threads).map(|_| ()),
+        Command::Identify {
+            dir,
+            model,
+            weights,
+            threads,
+        } => super::align::identify(&dir, model, weights, threads).map(|_| ()),
     }
 }
 
@@ -133,11 +152,14 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Rgb8>> {
     paths.iter().map(image::load_rgb8).collect()
 }
 
-fn embed(paths: &[PathBuf], weights: Option<PathBuf>, json: bool) -> Result<()> {
+fn embed(
+    paths: &[PathBuf],
+    weights: Option<PathBuf>,
+    json: bool,
+    model: super::ModelChoice,
+) -> Result<()> {
     let images = load_all(paths)?;
-    let net = StudentNet::load(default_weights(weights)?)?;
-    let k = cpu::kernels()?;
-    let emb = embed_rgb(&net, k, &images)?;
+    let emb = embed_with(model, weights, &images)?.0;
     if json {
         let items: Vec<_> = paths
             .iter()
@@ -160,13 +182,12 @@ fn verify(
     threshold: Option<f32>,
     weights: Option<PathBuf>,
     json: bool,
+    model: super::ModelChoice,
 ) -> Result<()> {
     let images = load_all(&[a.to_path_buf(), b.to_path_buf()])?;
-    let net = StudentNet::load(default_weights(weights)?)?;
-    let k = cpu::kernels()?;
-    let emb = embed_rgb(&net, k, &images)?;
+    let (emb, model_threshold) = embed_with(model, weights, &images)?;
     let cos = ops::cosine(emb.row(0), emb.row(1))?;
-    let t = threshold.unwrap_or(net.info.threshold);
+    let t = threshold.unwrap_or(model_threshold);
     let same = cos >= t;
     if json {
         println!(
@@ -213,4 +234,26 @@ fn demo(weights: Option<PathBuf>) -> Result<()> {
         "(generated 64×64 patterns; trained weights and a real evaluation on ORL come with the distillation issue)"
     );
     Ok(())
+}
+
+/// Embeds with the student or the teacher; also returns that model's cosine threshold.
+fn embed_with(
+    model: super::ModelChoice,
+    weights: Option<PathBuf>,
+    images: &[Rgb8],
+) -> Result<(crate::tensor::Tensor, f32)> {
+    let k = cpu::kernels()?;
+    match model {
+        super::ModelChoice::Student => {
+            let net = StudentNet::load(default_weights(weights)?)?;
+            Ok((embed_rgb(&net, k, images)?, net.info.threshold))
+        }
+        super::ModelChoice::Teacher => {
+            let t = super::onnx::load_teacher(weights)?;
+            Ok((
+                crate::embed::embed_rgb_teacher(&t, k, images)?,
+                crate::model::teacher::TEACHER_THRESHOLD,
+            ))
+        }
+    }
 }
