@@ -95,10 +95,10 @@ pub fn identification_rank1(
     let mut correct = 0;
     for (i, &label) in probe_labels.iter().enumerate() {
         let mut best = (f32::NEG_INFINITY, usize::MAX);
-        for j in 0..g {
+        for (j, &gl) in gallery_labels.iter().enumerate() {
             let c = crate::ops::cosine(probes.row(i), gallery.row(j))?;
             if c > best.0 {
-                best = (c, gallery_labels[j]);
+                best = (c, gl);
             }
         }
         if best.1 == label {
