@@ -40,6 +40,8 @@ pub enum Error {
     MissingAsset(String),
     /// The CUDA device, driver or NVRTC could not be used (absent, failed, or not built in).
     Cuda(String),
+    /// An ONNX model could not be parsed, or uses an op or attribute bridgeface does not support.
+    Onnx(String),
 }
 
 /// Shorthand used across the crate.
@@ -85,6 +87,7 @@ impl fmt::Display for Error {
             Error::UnsupportedIsa(msg) => write!(f, "unsupported instruction set: {msg}"),
             Error::MissingAsset(msg) => write!(f, "missing asset: {msg}"),
             Error::Cuda(msg) => write!(f, "cuda: {msg}"),
+            Error::Onnx(msg) => write!(f, "ONNX model: {msg}"),
         }
     }
 }

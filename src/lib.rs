@@ -2,6 +2,7 @@
 //! student, and a fast engine to run it. The modules form layers; each imports only from the
 //! layers below it, in the order docs/ARCHITECTURE.md draws.
 
+pub mod assets;
 pub mod autograd;
 pub mod cli;
 pub mod cpu;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod ffi;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod rng;

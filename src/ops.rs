@@ -178,3 +178,108 @@ pub fn cosine(a: &[f32], b: &[f32]) -> Result<f32> {
     }
     Ok((dot / (na * nb)) as f32)
 }
+
+// Operators added for imported ONNX graphs (SFace, YuNet). They are memory-bound, so they
+// call the scalar reference kernels directly rather than a per-ISA table entry.
+
+/// ReLU in place.
+pub fn relu(k: &Kernels, x: &mut Tensor) {
+    (k.relu)(x.data_mut());
+}
+
+/// Sigmoid in place.
+pub fn sigmoid(x: &mut Tensor) {
+    crate::cpu::scalar::sigmoid(x.data_mut());
+}
+
+/// `x = x * scale[c] + shift[c]` over dimension 1 (2-D or 4-D input).
+pub fn channel_affine(x: &mut Tensor, scale: &[f32], shift: &[f32]) -> Result<()> {
+    let (n, c, hw) = nc_hw(x, "affine input")?;
+    check_len("affine scale", scale.len(), c)?;
+    check_len("affine shift", shift.len(), c)?;
+    crate::cpu::scalar::channel_affine(n, c, hw, x.data_mut(), scale, shift);
+    Ok(())
+}
+
+/// Max pooling with a `kernel` window, `stride` and pads (top, left, bottom, right).
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pads: [usize; 4],
+) -> Result<Tensor> {
+    let [n, c, h, w] = x.dims4("max-pool input")?;
+    let g = ConvGeom {
+        n,
+        c_in: c,
+        h,
+        w,
+        c_out: c,
+        kh: kernel.0,
+        kw: kernel.1,
+        stride_h: stride.0,
+        stride_w: stride.1,
+        pad_t: pads[0],
+        pad_l: pads[1],
+        pad_b: pads[2],
+        pad_r: pads[3],
+        groups: c.max(1),
+    };
+    g.validate()?;
+    let mut y = Tensor::zeros(&[n, c, g.out_h(), g.out_w()]);
+    crate::cpu::scalar::max_pool2d(&g, x.data(), y.data_mut());
+    Ok(y)
+}
+
+/// Nearest-neighbour upscaling of an NCHW tensor by (`scale_h`, `scale_w`), ONNX `asymmetric`
+/// coordinates with `floor` rounding; the output side is `floor(side * scale)`.
+pub fn resize_nearest(x: &Tensor, scale_h: f32, scale_w: f32) -> Result<Tensor> {
+    let [n, c, h, w] = x.dims4("resize input")?;
+    if !(scale_h.is_finite() && scale_w.is_finite() && scale_h > 0.0 && scale_w > 0.0) {
+        return Err(Error::Shape(format!(
+            "resize scales must be positive, got {scale_h}×{scale_w}"
+        )));
+    }
+    let (oh, ow) = (
+        (h as f32 * scale_h).floor() as usize,
+        (w as f32 * scale_w).floor() as usize,
+    );
+    if oh == 0 || ow == 0 || h == 0 || w == 0 {
+        return Err(Error::Shape(format!(
+            "resize of {h}×{w} by {scale_h}×{scale_w} is empty"
+        )));
+    }
+    let mut y = Tensor::zeros(&[n, c, oh, ow]);
+    crate::cpu::scalar::resize_nearest(
+        n * c,
+        h,
+        w,
+        oh,
+        ow,
+        scale_h,
+        scale_w,
+        x.data(),
+        y.data_mut(),
+    );
+    Ok(y)
+}
+
+/// Permutes axes: output axis `i` is input axis `perm[i]`.
+pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    let rank = x.shape().len();
+    let mut seen = vec![false; rank];
+    if perm.len() != rank
+        || perm
+            .iter()
+            .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(Error::Shape(format!(
+            "{perm:?} is not a permutation of the {rank} axes of {:?}",
+            x.shape()
+        )));
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+    let mut y = Tensor::zeros(&out_shape);
+    crate::cpu::scalar::transpose(x.shape(), perm, x.data(), y.data_mut());
+    Ok(y)
+}

@@ -24,19 +24,38 @@ pub fn run(cmd: Command) -> Result<()> {
             images,
             weights,
             json,
+            model,
             device,
             threads,
-        } => embed(&images, weights, json, &device, threads),
+        } => embed(&images, weights, json, model, &device, threads),
         Command::Verify {
             a,
             b,
             threshold,
             weights,
             json,
-        } => verify(&a, &b, threshold, weights, json),
+            model,
+        } => verify(&a, &b, threshold, weights, json, model),
         Command::Demo { weights } => demo(weights),
         Command::Eval(args) => super::eval::run(args),
         Command::Train(args) => super::train::run(&args),
+        Command::Fetch { only } => super::fetch::fetch(only.as_deref()),
+        Command::ImportOnnx { model, out } => super::onnx::import_onnx(&model, &out),
+        Command::ExportOnnx { weights, out } => super::onnx::export_onnx(&weights, &out),
+        Command::Align {
+            in_dir,
+            out_dir,
+            size,
+            score,
+            detector,
+            threads,
+        } => super::align::align(&in_dir, &out_dir, size, score, detector, threads).map(|_| ()),
+        Command::Identify {
+            dir,
+            model,
+            weights,
+            threads,
+        } => super::align::identify(&dir, model, weights, threads).map(|_| ()),
     }
 }
 
@@ -141,19 +160,14 @@ fn embed(
     paths: &[PathBuf],
     weights: Option<PathBuf>,
     json: bool,
+    model: super::ModelChoice,
     device: &str,
     threads: Option<usize>,
 ) -> Result<()> {
     let device = super::device::Device::parse(device)?;
     let images = load_all(paths)?;
-    let net = StudentNet::load(default_weights(weights)?)?;
-    let emb = match device {
-        super::device::Device::Cpu => {
-            let threads = threads.unwrap_or_else(crate::model::student::default_threads);
-            crate::embed::embed_rgb_threads(&net, cpu::kernels()?, &images, threads)?
-        }
-        cuda => super::device::embed_rgb_on(cuda, &net, &images)?,
-    };
+    let threads = threads.unwrap_or_else(crate::model::student::default_threads);
+    let emb = embed_with(model, weights, &images, device, threads)?.0;
     if json {
         let items: Vec<_> = paths
             .iter()
@@ -176,13 +190,14 @@ fn verify(
     threshold: Option<f32>,
     weights: Option<PathBuf>,
     json: bool,
+    model: super::ModelChoice,
 ) -> Result<()> {
     let images = load_all(&[a.to_path_buf(), b.to_path_buf()])?;
-    let net = StudentNet::load(default_weights(weights)?)?;
-    let k = cpu::kernels()?;
-    let emb = embed_rgb(&net, k, &images)?;
+    let threads = crate::model::student::default_threads();
+    let (emb, model_threshold) =
+        embed_with(model, weights, &images, super::device::Device::Cpu, threads)?;
     let cos = ops::cosine(emb.row(0), emb.row(1))?;
-    let t = threshold.unwrap_or(net.info.threshold);
+    let t = threshold.unwrap_or(model_threshold);
     let same = cos >= t;
     if json {
         println!(
@@ -229,4 +244,39 @@ fn demo(weights: Option<PathBuf>) -> Result<()> {
         "(generated 64×64 patterns; trained weights and a real evaluation on ORL come with the distillation issue)"
     );
     Ok(())
+}
+
+/// Embeds with the student or the teacher; also returns that model's cosine threshold.
+fn embed_with(
+    model: super::ModelChoice,
+    weights: Option<PathBuf>,
+    images: &[Rgb8],
+    device: super::device::Device,
+    threads: usize,
+) -> Result<(crate::tensor::Tensor, f32)> {
+    match model {
+        super::ModelChoice::Student => {
+            let net = StudentNet::load(default_weights(weights)?)?;
+            let emb = match device {
+                super::device::Device::Cpu => {
+                    crate::embed::embed_rgb_threads(&net, cpu::kernels()?, images, threads)?
+                }
+                cuda => super::device::embed_rgb_on(cuda, &net, images)?,
+            };
+            Ok((emb, net.info.threshold))
+        }
+        super::ModelChoice::Teacher => {
+            if device != super::device::Device::Cpu {
+                return Err(Error::InvalidArgument(
+                    "the teacher runs on the CPU only for now; use --device cpu".into(),
+                ));
+            }
+            let k = cpu::kernels()?;
+            let t = super::onnx::load_teacher(weights)?;
+            Ok((
+                crate::embed::embed_rgb_teacher(&t, k, images)?,
+                crate::model::teacher::TEACHER_THRESHOLD,
+            ))
+        }
+    }
 }

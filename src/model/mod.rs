@@ -1,4 +1,7 @@
 //! Models built on the kernels: the BridgeNet student (and, later, the imported teacher and
 //! detector graphs). Models read weights and call `ops`; they never touch files other than weights.
 
+pub mod detector;
+pub mod graph;
 pub mod student;
+pub mod teacher;
