@@ -66,28 +66,47 @@ pub fn detect_and_align(
     size: usize,
     score_threshold: f32,
 ) -> Result<Option<(Rgb8, crate::model::detector::Detection)>> {
+    let Some(best) = detect_faces(det, k, img, score_threshold)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let landmarks = best.landmarks.map(|p| [p[0] as f64, p[1] as f64]);
+    let chip = crate::data::align::align_face(img, &landmarks, size)?;
+    Ok(Some((chip, best)))
+}
+
+/// Every face YuNet finds in `img` (letterboxed to its 640×640 input), best score first, with
+/// boxes and landmarks mapped back to the image's own pixel coordinates.
+pub fn detect_faces(
+    det: &crate::model::detector::Detector,
+    k: &Kernels,
+    img: &Rgb8,
+    score_threshold: f32,
+) -> Result<Vec<crate::model::detector::Detection>> {
     use crate::data::align;
     use crate::model::detector::DETECTOR_SIDE;
     let lb = align::letterbox(img, DETECTOR_SIDE);
     let dets = det.detect(k, &lb.to_bgr_tensor(), score_threshold)?;
-    let Some(best) = dets.into_iter().next() else {
-        return Ok(None);
-    };
-    let landmarks = best
-        .landmarks
-        .map(|p| lb.to_original([p[0] as f64, p[1] as f64]));
-    let chip = align::align_face(img, &landmarks, size)?;
-    // Report the box in original image coordinates.
-    let tl = lb.to_original([best.bbox[0] as f64, best.bbox[1] as f64]);
-    let mut in_image = best;
-    in_image.bbox = [
-        tl[0] as f32,
-        tl[1] as f32,
-        (best.bbox[2] as f64 / lb.scale) as f32,
-        (best.bbox[3] as f64 / lb.scale) as f32,
-    ];
-    in_image.landmarks = landmarks.map(|p| [p[0] as f32, p[1] as f32]);
-    Ok(Some((chip, in_image)))
+    Ok(dets
+        .into_iter()
+        .map(|d| {
+            let tl = lb.to_original([d.bbox[0] as f64, d.bbox[1] as f64]);
+            let mut o = d;
+            o.bbox = [
+                tl[0] as f32,
+                tl[1] as f32,
+                (d.bbox[2] as f64 / lb.scale) as f32,
+                (d.bbox[3] as f64 / lb.scale) as f32,
+            ];
+            o.landmarks = d.landmarks.map(|p| {
+                let q = lb.to_original([p[0] as f64, p[1] as f64]);
+                [q[0] as f32, q[1] as f32]
+            });
+            o
+        })
+        .collect())
 }
 
 /// Closed-set identification rank-1: each probe is assigned the label of the gallery embedding

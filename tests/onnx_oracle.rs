@@ -1,7 +1,9 @@
 //! Whole networks on our engine against tract-onnx running the same ONNX files: SFace (teacher)
 //! and YuNet (detector) from the pinned assets, and the exported student.
 //! The assets are fetched with `bridge fetch`'s code; without them (and without a network) these
-//! tests FAIL with the fetch error, they are never skipped.
+//! tests FAIL with the fetch error, they are never skipped. They run on x86-64 (tract-onnx is an
+//! x86-64 dev-dependency; the aarch64 CI job runs the kernel tests only).
+#![cfg(target_arch = "x86_64")]
 
 use bridgeface::assets;
 use bridgeface::cpu;

@@ -4,7 +4,9 @@
 use crate::cpu::{self, Kernels};
 use crate::data::folder::ImageFolder;
 use crate::data::image::{self, Rgb8};
-use crate::embed::{detect_and_align, embed_rgb, embed_rgb_teacher, identification_rank1};
+use crate::embed::{
+    detect_and_align, detect_faces, embed_rgb, embed_rgb_teacher, identification_rank1,
+};
 use crate::error::{Error, Result};
 use crate::model::student::StudentNet;
 use crate::tensor::Tensor;
@@ -238,4 +240,62 @@ pub fn identify(
         start.elapsed().as_secs_f64()
     );
     Ok((correct, total))
+}
+
+/// `bridge detect`: every face in each image, with its score, box and 5 landmarks in the
+/// image's own pixel coordinates.
+pub fn detect(
+    images: &[PathBuf],
+    score: f32,
+    detector: Option<PathBuf>,
+    json: bool,
+    threads: Option<usize>,
+) -> Result<()> {
+    if images.is_empty() {
+        return Err(Error::EmptyInput(
+            "no image paths given; pass one or more image files".into(),
+        ));
+    }
+    let det = super::onnx::load_detector(detector)?;
+    let k: &Kernels = cpu::kernels()?;
+    let pb = progress(images.len(), "detect");
+    let found = parallel_map(images.len(), thread_count(threads), &pb, &|i| {
+        image::load_rgb8(&images[i]).and_then(|img| detect_faces(&det, k, &img, score))
+    });
+    pb.finish_and_clear();
+    let mut items = Vec::with_capacity(images.len());
+    for (path, faces) in images.iter().zip(found) {
+        let faces = faces?;
+        if json {
+            let faces: Vec<_> = faces
+                .iter()
+                .map(|d| {
+                    serde_json::json!({"score": d.score, "box": d.bbox, "landmarks": d.landmarks})
+                })
+                .collect();
+            items.push(serde_json::json!({"path": path.display().to_string(), "faces": faces}));
+        } else {
+            println!("{}: {} face(s)", path.display(), faces.len());
+            for d in &faces {
+                let lm: Vec<String> = d
+                    .landmarks
+                    .iter()
+                    .map(|p| format!("({:.1},{:.1})", p[0], p[1]))
+                    .collect();
+                println!(
+                    "  score {:.3} box {:.1} {:.1} {:.1} {:.1} landmarks {}",
+                    d.score,
+                    d.bbox[0],
+                    d.bbox[1],
+                    d.bbox[2],
+                    d.bbox[3],
+                    lm.join(" ")
+                );
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(items));
+    }
+    Ok(())
 }

@@ -50,6 +50,13 @@ pub fn run(cmd: Command) -> Result<()> {
             detector,
             threads,
         } => super::align::align(&in_dir, &out_dir, size, score, detector, threads).map(|_| ()),
+        Command::Detect {
+            images,
+            score,
+            detector,
+            json,
+            threads,
+        } => super::align::detect(&images, score, detector, json, threads),
         Command::Identify {
             dir,
             model,

@@ -128,6 +128,20 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Find faces (YuNet on our kernels): score, box and 5 landmarks per face, in image pixels.
+    Detect {
+        images: Vec<PathBuf>,
+        /// Minimum detection score, sqrt(cls·obj).
+        #[arg(long, default_value_t = 0.5)]
+        score: f32,
+        /// YuNet model (.onnx or imported .safetensors; default: the fetched one).
+        #[arg(long)]
+        detector: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Closed-set identification on DIR/IDENTITY/IMAGE: gallery = the first image of each
     /// identity, probes = the rest, cosine; prints rank-1.
     Identify {
