@@ -102,12 +102,7 @@ fn run(a: Args) -> Result<()> {
         ));
     }
     if a.model == "teacher" {
-        // TEACHER HOOK: the imported SFace graph arrives from the teacher-import issue. It runs
-        // through `ops::conv2d`, i.e. the tables' general `conv2d` entries benchmarked here for
-        // the student's shapes; add its forward pass to `bench_case` when `model::teacher` exists.
-        return Err(Error::MissingAsset(
-            "the teacher graph is not in this build yet; benchmark --model student".into(),
-        ));
+        return bench_teacher(&a);
     }
     if a.model != "student" {
         return Err(Error::InvalidArgument(format!(
@@ -203,6 +198,56 @@ fn run(a: Args) -> Result<()> {
     if !a.no_peak && !single {
         for isa in &isas {
             pointwise_vs_peak(&net, &Kernels::for_isa(*isa)?, a.runs, a.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// The SFace teacher (112×112, imported from the fetched ONNX file, or `--weights` as .onnx or an
+/// imported .safetensors) at batch 1 and one thread: its graph has a fixed batch of 1 and the
+/// graph executor runs each op on one thread. The onnxruntime peer runs the same ONNX file.
+fn bench_teacher(a: &Args) -> Result<()> {
+    use bridgeface::model::teacher::Teacher;
+    let path = match &a.weights {
+        Some(p) => p.clone(),
+        None => bridgeface::assets::sface_onnx()?,
+    };
+    let graph = if path.extension().is_some_and(|e| e == "onnx") {
+        bridgeface::onnx::import_file(&path)?
+    } else {
+        bridgeface::model::graph::Graph::load(&path)?
+    };
+    let teacher = Teacher::from_graph(graph)?;
+    let isas = match &a.isa {
+        Some(s) => vec![Isa::parse(s)?],
+        None => Kernels::available_isas(),
+    };
+    let mut rng = Rng::new(7);
+    let x = Tensor::new(
+        &[1, 3, 112, 112],
+        (0..3 * 112 * 112).map(|_| rng.range(0.0, 255.0)).collect(),
+    )?;
+    let peer = match &a.onnx {
+        Some(p) => Some(ort_faces_per_sec(p, 1, 1, a.runs, 112)?),
+        None => None,
+    };
+    for isa in isas {
+        let k = Kernels::for_isa(isa)?;
+        let secs = time_median(a.runs, || teacher.forward(&k, &x).map(|_| ()))?;
+        let fps = 1.0 / secs;
+        if a.json {
+            let mut o = serde_json::json!({"model": "teacher", "resolution": 112, "isa": isa.name(),
+                "batch": 1, "threads": 1, "faces_per_sec": fps, "runs": a.runs});
+            if let Some(p) = peer {
+                o["ort_faces_per_sec"] = p.into();
+                o["ratio_vs_ort"] = (fps / p).into();
+            }
+            println!("{o}");
+        } else {
+            let (ps, rs) = peer.map_or(("-".into(), "-".into()), |p| {
+                (format!("{p:.1}"), format!("{:.2}", fps / p))
+            });
+            println!("teacher 112×112 isa={:<7} batch 1 threads 1: {fps:.1} faces/s; onnxruntime {ps}; ratio {rs}", isa.name());
         }
     }
     Ok(())
