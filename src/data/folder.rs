@@ -119,6 +119,40 @@ impl ImageFolder {
         })
     }
 
+    /// Lists a flat folder of images, each its own identity (named by its file stem), as for
+    /// sets of one photo per person.
+    pub fn open_singletons(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let files: Vec<PathBuf> = sorted_entries(&root)?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image(p))
+            .collect();
+        if files.is_empty() {
+            return Err(Error::EmptyInput(format!(
+                "{} holds no image files",
+                root.display()
+            )));
+        }
+        let identities = files
+            .iter()
+            .map(|p| {
+                p.file_stem()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let samples = files
+            .into_iter()
+            .enumerate()
+            .map(|(label, path)| Sample { path, label })
+            .collect();
+        Ok(ImageFolder {
+            root,
+            identities,
+            samples,
+        })
+    }
+
     /// Indices of the samples of each identity, in order.
     pub fn by_identity(&self) -> Vec<Vec<usize>> {
         let mut v = vec![Vec::new(); self.identities.len()];

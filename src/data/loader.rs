@@ -6,6 +6,7 @@ use super::augment::{augment, AugmentConfig};
 use super::degrade::{degrade_to_lr, DegradeConfig};
 use super::folder::ImageFolder;
 use super::image::{load_rgb8, to_input, Rgb8};
+use super::views::ViewSet;
 use crate::error::{Error, Result};
 use crate::model::student::Normalization;
 use crate::rng::Rng;
@@ -21,6 +22,8 @@ pub enum Source {
     Folder(ImageFolder),
     /// Images already in memory with their labels (tests, generated sets).
     Memory(Vec<(Rgb8, usize)>),
+    /// The fixed views of a distillation run; sample `j` is view `j`.
+    Views(ViewSet),
 }
 
 impl Source {
@@ -28,6 +31,7 @@ impl Source {
         match self {
             Source::Folder(f) => f.samples.len(),
             Source::Memory(v) => v.len(),
+            Source::Views(v) => v.len(),
         }
     }
 
@@ -40,6 +44,7 @@ impl Source {
         match self {
             Source::Folder(f) => f.identities.len(),
             Source::Memory(v) => v.iter().map(|(_, l)| l + 1).max().unwrap_or(0),
+            Source::Views(v) => v.classes(),
         }
     }
 
@@ -50,6 +55,7 @@ impl Source {
                 Ok((load_rgb8(&s.path)?, s.label))
             }
             Source::Memory(v) => Ok(v[i].clone()),
+            Source::Views(v) => Ok((v.view(i), v.label(i))),
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct Batch {
     /// `[batch, 3, r, r]`, normalised.
     pub x: Tensor,
     pub labels: Vec<usize>,
+    /// Which samples of the source these are (index into the source).
+    pub indices: Vec<usize>,
     pub epoch: usize,
     /// Batch index within the epoch.
     pub index: usize,
@@ -169,6 +177,7 @@ pub fn make_batch(
     Ok(Batch {
         x: Tensor::stack(&xs)?,
         labels,
+        indices: picks.iter().map(|&(_, i)| i).collect(),
         epoch,
         index,
     })
@@ -288,6 +297,9 @@ mod tests {
             let direct = make_batch(&src, &cfg(4, 3), b.epoch, b.index).unwrap();
             assert_eq!(direct.x, b.x, "worker count changed the data");
             assert_eq!(direct.labels, b.labels);
+            assert_eq!(direct.indices, b.indices);
+            let want: Vec<usize> = b.indices.iter().map(|&i| (i % 10) % 3).collect();
+            assert_eq!(b.labels, want, "indices must name the samples");
         }
         assert_ne!(got[1].x, got[2].x);
     }

@@ -9,3 +9,4 @@ pub mod image;
 pub mod loader;
 pub mod resample;
 pub mod synthetic;
+pub mod views;

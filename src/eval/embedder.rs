@@ -10,8 +10,10 @@
 
 use crate::cpu::{self, Kernels};
 use crate::data::image::{self, Rgb8};
+use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
-use crate::model::student::StudentNet;
+use crate::model::student::{Normalization, StudentNet};
+use crate::model::teacher::{Teacher, TEACHER_EMBEDDING, TEACHER_RESOLUTION};
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -69,5 +71,88 @@ impl FaceEmbedder for StudentEmbedder {
             .map(|f| image::to_input(f, side, &self.net.info.normalization))
             .collect::<Result<Vec<_>>>()?;
         self.net.forward(self.kernels, &Tensor::stack(&inputs)?)
+    }
+}
+
+/// The SFace teacher, optionally followed by the step-1 bridge head (then it embeds into the
+/// space the student was distilled to mimic). Faces are split over `threads` threads.
+pub struct TeacherEmbedder {
+    teacher: Teacher,
+    head: Option<BridgeHead>,
+    kernels: &'static Kernels,
+    label: String,
+    threads: usize,
+}
+
+impl TeacherEmbedder {
+    pub fn new(
+        teacher: Teacher,
+        head: Option<BridgeHead>,
+        label: impl Into<String>,
+    ) -> Result<Self> {
+        Ok(TeacherEmbedder {
+            teacher,
+            head,
+            kernels: cpu::kernels()?,
+            label: label.into(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    fn embed_chunk(&self, faces: &[Rgb8]) -> Result<Vec<f32>> {
+        let raw = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let inputs = faces
+            .iter()
+            .map(|f| image::to_input(f, TEACHER_RESOLUTION, &raw))
+            .collect::<Result<Vec<_>>>()?;
+        let mut e = self
+            .teacher
+            .forward(self.kernels, &Tensor::stack(&inputs)?)?;
+        if let Some(h) = &self.head {
+            e = h.forward(self.kernels, &e)?;
+        }
+        Ok(e.data().to_vec())
+    }
+}
+
+impl FaceEmbedder for TeacherEmbedder {
+    fn name(&self) -> String {
+        match &self.head {
+            Some(_) => format!("teacher+bridge 112x112 ({})", self.label),
+            None => format!("teacher 112x112 ({})", self.label),
+        }
+    }
+
+    fn input_side(&self) -> usize {
+        TEACHER_RESOLUTION
+    }
+
+    fn embed(&self, faces: &[Rgb8]) -> Result<Tensor> {
+        if faces.is_empty() {
+            return Err(Error::EmptyInput("no faces to embed".into()));
+        }
+        let per = faces.len().div_ceil(self.threads.max(1));
+        let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = faces
+                .chunks(per.max(1))
+                .map(|c| s.spawn(move || self.embed_chunk(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidArgument("a teacher thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut flat = Vec::with_capacity(faces.len() * TEACHER_EMBEDDING);
+        for p in parts {
+            flat.extend(p?);
+        }
+        Tensor::new(&[faces.len(), TEACHER_EMBEDDING], flat)
     }
 }

@@ -189,6 +189,31 @@ pub struct StepStats {
     pub faces: usize,
 }
 
+/// What a step optimises besides (or instead of) identity classification: a loss on the
+/// student's unit embeddings that knows which samples of the source the batch holds. The
+/// distillation objectives (feature mimic, relation) implement it; plain training uses
+/// `Classification`.
+pub trait Objective: Sync {
+    /// Weight of the margin-softmax classification term (0 turns it off).
+    fn class_weight(&self) -> f32;
+    /// Adds this objective's loss for the embeddings `emb [n, 128]` of source samples
+    /// `indices`, writing its gradient into `demb` (zeroed by the caller); returns the loss.
+    fn embedding_loss(&self, emb: &[f32], indices: &[usize], demb: &mut [f32]) -> Result<f32>;
+}
+
+/// Classification only: the `bridge train` objective.
+pub struct Classification;
+
+impl Objective for Classification {
+    fn class_weight(&self) -> f32 {
+        1.0
+    }
+
+    fn embedding_loss(&self, _: &[f32], _: &[usize], _: &mut [f32]) -> Result<f32> {
+        Ok(0.0)
+    }
+}
+
 /// Whether a parameter gets weight decay: conv and linear weights do, BN and PReLU do not.
 fn decays(name: &str) -> bool {
     name.ends_with("conv.weight") || name.ends_with("linear.weight") || name == CLASSIFIER
@@ -203,7 +228,29 @@ pub fn train_step(
     labels: &[usize],
     lr: f32,
 ) -> Result<StepStats> {
+    let indices: Vec<usize> = (0..labels.len()).collect();
+    objective_step(k, cfg, state, x, labels, &indices, lr, &Classification)
+}
+
+/// `train_step` under any objective; `indices` name the batch's samples in the source.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_step(
+    k: &Kernels,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    x: Tensor,
+    labels: &[usize],
+    indices: &[usize],
+    lr: f32,
+    objective: &dyn Objective,
+) -> Result<StepStats> {
     let n = labels.len();
+    if indices.len() != n {
+        return Err(Error::Shape(format!(
+            "{} sample indices for a batch of {n}",
+            indices.len()
+        )));
+    }
     let classes = state.classifier.shape()[0];
     let mut tape = Tape::new(k);
     let graph = record_student(&mut tape, &state.params, x, Mode::Train)?;
@@ -211,7 +258,7 @@ pub fn train_step(
     let unit_centres = tape.l2_normalize(centres)?;
     let cos = tape.linear(graph.embedding, unit_centres)?;
     let mut dcos = vec![0.0f32; n * classes];
-    let (loss, correct) = margin_softmax(
+    let (class_loss, correct) = margin_softmax(
         tape.value(cos).data(),
         n,
         classes,
@@ -220,6 +267,14 @@ pub fn train_step(
         cfg.margin,
         &mut dcos,
     )?;
+    let wc = objective.class_weight();
+    dcos.iter_mut().for_each(|g| *g *= wc);
+    let mut demb = vec![0.0f32; n * EMBEDDING_SIZE];
+    let extra = objective.embedding_loss(tape.value(graph.embedding).data(), indices, &mut demb)?;
+    let loss = wc * class_loss + extra;
+    if extra != 0.0 || demb.iter().any(|g| *g != 0.0) {
+        tape.add_grad(graph.embedding, Tensor::new(&[n, EMBEDDING_SIZE], demb)?)?;
+    }
     if !loss.is_finite() {
         return Err(Error::InvalidArgument(format!(
             "training diverged at step {} (loss {loss}); lower --lr",
@@ -313,6 +368,18 @@ pub fn run(
     source: Arc<Source>,
     opts: &RunOptions,
 ) -> Result<(RunOutcome, Vec<EpochSummary>)> {
+    run_objective(k, cfg, state, source, opts, &Classification)
+}
+
+/// `run` under any objective (distillation uses this with its mimic targets).
+pub fn run_objective(
+    k: &Kernels,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    source: Arc<Source>,
+    opts: &RunOptions,
+    objective: &dyn Objective,
+) -> Result<(RunOutcome, Vec<EpochSummary>)> {
     cfg.validate()?;
     if source.classes() > state.classifier.shape()[0] {
         return Err(Error::InvalidArgument(format!(
@@ -365,6 +432,7 @@ pub fn run(
         let Batch {
             x,
             labels,
+            indices,
             epoch,
             index,
         } = loader
@@ -377,7 +445,7 @@ pub fn run(
             )));
         }
         let lr = schedule.lr(state.step);
-        let s = train_step(k, cfg, state, x, &labels, lr)?;
+        let s = objective_step(k, cfg, state, x, &labels, &indices, lr, objective)?;
         steps_here += 1;
         epoch_faces += s.faces;
         state.epoch_loss += s.loss as f64 * s.faces as f64;

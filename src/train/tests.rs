@@ -83,6 +83,7 @@ fn small_config(epochs: usize) -> TrainConfig {
         brightness: 0.1,
         contrast: 0.1,
         saturation: 0.0,
+        grayscale: 0.0,
     };
     cfg
 }

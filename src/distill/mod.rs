@@ -1,0 +1,301 @@
+//! Bridge distillation (Ge et al., IEEE TIP 2020): step 1 adapts the frozen teacher's features
+//! on public faces (the bridge), step 2 teaches the low-resolution student to mimic them while
+//! classifying identities. It composes data, model, autograd and train; no kernels, no CLI.
+
+pub mod head;
+pub mod step1;
+pub mod step2;
+
+use crate::assets::sha256_file;
+use crate::cpu::Kernels;
+use crate::data::augment::AugmentConfig;
+use crate::data::views::{FaceSet, ViewSet};
+use crate::error::{Error, Result};
+use crate::model::teacher::{Teacher, TEACHER_RESOLUTION};
+use crate::tensor::Tensor;
+use crate::weights::WeightFile;
+use head::BridgeHead;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use step1::HeadConfig;
+
+/// A progress bar with throughput and ETA (hidden when `show` is false).
+pub fn progress_bar(len: u64, what: &str, unit: &str, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    let template =
+        format!("{what} {{bar:30}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        b.set_style(style);
+    }
+    b
+}
+
+/// The feature cache that belongs to a bridge file: `X.safetensors` → `X.features.safetensors`.
+pub fn cache_path(bridge: &Path) -> PathBuf {
+    let stem = bridge
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bridge".into());
+    bridge.with_file_name(format!("{stem}.features.safetensors"))
+}
+
+/// What identifies a set of fixed views: the data listing, the number of views, the seed, the
+/// augmentation and the teacher. A cache is reused only when all of them match.
+pub fn view_identity(
+    set: &FaceSet,
+    views: usize,
+    seed: u64,
+    augment: &AugmentConfig,
+    teacher_sha256: &str,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("data_fingerprint".into(), set.fingerprint());
+    m.insert("views".into(), views.to_string());
+    m.insert("view_seed".into(), seed.to_string());
+    m.insert("augment".into(), format!("{augment:?}"));
+    m.insert("teacher_sha256".into(), teacher_sha256.to_string());
+    m.insert("images".into(), set.len().to_string());
+    m.insert("identities".into(), set.identities.len().to_string());
+    m
+}
+
+/// Everything step 1 needs.
+pub struct Step1Options {
+    pub data: Vec<PathBuf>,
+    pub max_identities: Option<usize>,
+    pub views: usize,
+    pub seed: u64,
+    pub augment: AugmentConfig,
+    pub head: HeadConfig,
+    pub threads: usize,
+    pub progress: bool,
+    /// The teacher file (for its sha256 in the provenance).
+    pub teacher_path: PathBuf,
+}
+
+/// What step 1 did.
+pub struct Step1Report {
+    pub images: usize,
+    pub identities: usize,
+    pub views: usize,
+    pub history: Vec<step1::HeadEpoch>,
+    pub cache: PathBuf,
+}
+
+fn load_views(
+    set: &FaceSet,
+    views: usize,
+    seed: u64,
+    augment: AugmentConfig,
+    progress: bool,
+) -> Result<ViewSet> {
+    let bar = progress_bar(set.len() as u64, "decoding", "images", progress);
+    let images = set.load_images(TEACHER_RESOLUTION, &mut |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    ViewSet::new(images, set.labels.clone(), views, augment, seed)
+}
+
+/// Step 1: teacher features of every view (cached), the bridge head trained on them, the
+/// adapted features cached beside `out`, and the head written to `out`.
+pub fn run_step1(
+    k: &Kernels,
+    teacher: &Teacher,
+    opts: &Step1Options,
+    out: &Path,
+) -> Result<Step1Report> {
+    let set = FaceSet::open(&opts.data, opts.max_identities)?;
+    if set.identities.len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "step 1 needs at least 2 identities, the data holds {}",
+            set.identities.len()
+        )));
+    }
+    let sha = sha256_file(&opts.teacher_path)?;
+    let identity = view_identity(&set, opts.views, opts.seed, &opts.augment, &sha);
+    let views = load_views(
+        &set,
+        opts.views,
+        opts.seed,
+        opts.augment.clone(),
+        opts.progress,
+    )?;
+    let cache = cache_path(out);
+    let raw = step1::teacher_features(
+        k,
+        teacher,
+        &views,
+        &cache,
+        &identity,
+        opts.threads,
+        opts.progress,
+    )?;
+    let labels: Vec<usize> = (0..views.len()).map(|j| views.label(j)).collect();
+    let mut head = BridgeHead::new(opts.head.hidden, set.identities.len(), opts.head.seed)?;
+    let history = step1::train_head(k, &mut head, &raw, &labels, &opts.head, opts.progress)?;
+    let adapted = step1::adapt_all(k, &head, &raw)?;
+    step1::write_cache(&cache, &identity, &raw, &adapted)?;
+    head.metadata = identity;
+    let roots: Vec<String> = opts.data.iter().map(|p| p.display().to_string()).collect();
+    head.metadata.insert(
+        "data".into(),
+        serde_json::to_string(&roots).unwrap_or_default(),
+    );
+    if let Some(m) = opts.max_identities {
+        head.metadata.insert("max_identities".into(), m.to_string());
+    }
+    head.metadata.insert(
+        "features".into(),
+        cache
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    head.metadata
+        .insert("head_config".into(), format!("{:?}", opts.head));
+    head.save(out)?;
+    Ok(Step1Report {
+        images: set.len(),
+        identities: set.identities.len(),
+        views: views.len(),
+        history,
+        cache,
+    })
+}
+
+/// What step 2 reads from a step-1 run: the head, the views (decoded again from the data the
+/// head names, or `data` if given) and the memory-mapped feature cache.
+pub struct Bridge {
+    pub head: BridgeHead,
+    pub views: ViewSet,
+    pub identities: usize,
+    pub cache: WeightFile,
+}
+
+impl Bridge {
+    /// Opens the bridge at `path`, checking that the data and cache are the ones it was made on.
+    pub fn open(path: &Path, data: Option<Vec<PathBuf>>, progress: bool) -> Result<Bridge> {
+        let head = BridgeHead::load(path)?;
+        let meta = |key: &str| -> Result<&str> {
+            head.metadata
+                .get(key)
+                .map(String::as_str)
+                .ok_or_else(|| Error::Metadata {
+                    key: key.into(),
+                    reason: format!("missing in {}", path.display()),
+                })
+        };
+        let roots = match data {
+            Some(d) => d,
+            None => serde_json::from_str::<Vec<String>>(meta("data")?)
+                .map_err(|e| Error::Metadata {
+                    key: "data".into(),
+                    reason: e.to_string(),
+                })?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let max_ids = match head.metadata.get("max_identities") {
+            Some(v) => Some(v.parse().map_err(|_| Error::Metadata {
+                key: "max_identities".into(),
+                reason: format!("`{v}` is not a count"),
+            })?),
+            None => None,
+        };
+        let set = FaceSet::open(&roots, max_ids)?;
+        if set.fingerprint() != meta("data_fingerprint")? {
+            return Err(Error::InvalidArgument(format!(
+                "the data ({}) is not the set {} was made on (listing fingerprint {} vs {}); \
+                 run step 1 again or give the original --data",
+                roots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                path.display(),
+                set.fingerprint(),
+                meta("data_fingerprint")?
+            )));
+        }
+        let num = |key: &str| -> Result<u64> {
+            meta(key)?.parse().map_err(|_| Error::Metadata {
+                key: key.into(),
+                reason: "not a number".into(),
+            })
+        };
+        let views = num("views")? as usize;
+        let seed = num("view_seed")?;
+        let augment = AugmentConfig::heavy();
+        if format!("{augment:?}") != meta("augment")? {
+            return Err(Error::Metadata {
+                key: "augment".into(),
+                reason: "the bridge was made with another view augmentation than this build's"
+                    .into(),
+            });
+        }
+        let cache_file = path.with_file_name(meta("features")?);
+        let cache = WeightFile::open(&cache_file)?;
+        for key in ["data_fingerprint", "views", "view_seed", "teacher_sha256"] {
+            if cache.metadata().get(key).map(String::as_str) != Some(meta(key)?) {
+                return Err(Error::Metadata {
+                    key: key.into(),
+                    reason: format!(
+                        "{} does not belong to {}",
+                        cache_file.display(),
+                        path.display()
+                    ),
+                });
+            }
+        }
+        let rows = set.len() * views;
+        for name in [step1::RAW, step1::ADAPTED] {
+            let e = cache.entry(name)?;
+            if e.shape != [rows, crate::model::teacher::TEACHER_EMBEDDING] {
+                return Err(Error::TensorShape {
+                    name: name.into(),
+                    expected: vec![rows, crate::model::teacher::TEACHER_EMBEDDING],
+                    found: e.shape.clone(),
+                });
+            }
+        }
+        let vs = load_views(&set, views, seed, augment, progress)?;
+        Ok(Bridge {
+            head,
+            identities: set.identities.len(),
+            views: vs,
+            cache,
+        })
+    }
+
+    /// The targets of `target` (`[views, 128]`), borrowed from the mmap where possible, and the
+    /// class centres step 2 starts from.
+    pub fn targets(
+        &self,
+        target: step2::Target,
+    ) -> Result<(std::borrow::Cow<'_, [f32]>, Option<Tensor>)> {
+        let labels: Vec<usize> = (0..self.views.len()).map(|j| self.views.label(j)).collect();
+        match target {
+            step2::Target::Scratch => Ok((std::borrow::Cow::Owned(Vec::new()), None)),
+            step2::Target::Direct => {
+                let raw = self.cache.view_f32(step1::RAW)?;
+                let c = step2::class_means(&raw, &labels, self.identities)?;
+                Ok((raw, Some(c)))
+            }
+            step2::Target::Bridge => {
+                let a = self.cache.view_f32(step1::ADAPTED)?;
+                let mut c = self.head.get(head::CENTRES)?.clone();
+                for row in c
+                    .data_mut()
+                    .chunks_mut(crate::model::student::EMBEDDING_SIZE)
+                {
+                    let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    row.iter_mut().for_each(|v| *v /= n);
+                }
+                Ok((a, Some(c)))
+            }
+        }
+    }
+}

