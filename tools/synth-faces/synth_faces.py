@@ -185,6 +185,7 @@ def learn_directions(gen, bridge, work: Path, samples: int, psi: float, w_mean):
     rdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(12345)
     ws, files = [], []
+    progress("direction samples", 0, samples)
     for i in range(samples):
         w = w_mean + psi * (gen.map(rng.standard_normal(STYLE_DIM)) - w_mean)
         f = rdir / f"{i:05d}.png"
@@ -213,24 +214,38 @@ def learn_directions(gen, bridge, work: Path, samples: int, psi: float, w_mean):
     return dirs
 
 
-def identity_plan(seed, gen, psi, w_mean, dirs):
-    """The 8 renders of one identity: (styles [GROUPS,512], edit record)."""
+def edit_draws(seed):
+    """The identity's z and the 7 variants' edit strengths, drawn from one rng in the ready set's order
+    (per variant: mix?, the donor's z if mixing, yaw, smile, mouth-open, alpha; alpha is drawn even
+    without a donor). With this order the edits of every chip of ../shared/synth-faces/manifest.tsv
+    are reproduced exactly from its seed."""
     rng = np.random.default_rng(seed)
-    w = w_mean + psi * (gen.map(rng.standard_normal(STYLE_DIM)) - w_mean)
-    plans = [(np.repeat(w[None], GROUPS, 0), dict(variant_index=0, yaw=0.0, smile=0.0, mouth_open=0.0, donor_alpha=0.0))]
-    for v in range(1, RENDERS_PER_IDENTITY):
+    z = rng.standard_normal(STYLE_DIM)
+    variants = []
+    for _ in range(1, RENDERS_PER_IDENTITY):
+        mix = rng.uniform() < 0.7
+        donor_z = rng.standard_normal(STYLE_DIM) if mix else None
         yaw = rng.uniform(-5, 5)
         smile = rng.uniform(-1.5, 2.0)
         mouth = max(0.0, rng.uniform(-1, 2.5))
+        alpha = rng.uniform(0.3, 0.7)
+        variants.append((yaw, smile, mouth, alpha if mix else 0.0, donor_z))
+    return z, variants
+
+
+def identity_plan(seed, gen, psi, w_mean, dirs):
+    """The 8 renders of one identity: (styles [GROUPS,512], edit record)."""
+    z, variants = edit_draws(seed)
+    w = w_mean + psi * (gen.map(z) - w_mean)
+    plans = [(np.repeat(w[None], GROUPS, 0), dict(variant_index=0, yaw=0.0, smile=0.0, mouth_open=0.0, donor_alpha=0.0))]
+    for v, (yaw, smile, mouth, alpha, donor_z) in enumerate(variants, start=1):
         styles = np.repeat(w[None], GROUPS, 0)
         for g in COARSE:
             styles[g] += yaw * dirs["yaw"]
         for g in EXPRESSION:
             styles[g] += smile * dirs["smile"] + mouth * dirs["mouth_open"]
-        alpha = 0.0
-        if rng.uniform() < 0.7:
-            donor = w_mean + 0.7 * (gen.map(rng.standard_normal(STYLE_DIM)) - w_mean)
-            alpha = rng.uniform(0.3, 0.7)
+        if donor_z is not None:
+            donor = w_mean + 0.7 * (gen.map(donor_z) - w_mean)
             for g in FINE:
                 styles[g] = (1 - alpha) * styles[g] + alpha * donor
         plans.append((styles, dict(variant_index=v, yaw=yaw, smile=smile, mouth_open=mouth, donor_alpha=alpha)))
@@ -244,7 +259,8 @@ def save_png(rgb, path: Path):
 
 
 def progress(what, done, total, start=[None]):
-    if start[0] is None or done == 1:
+    """One status line; call it with done = 0 before the loop to start the clock."""
+    if start[0] is None or done == 0:
         start[0] = time.time()
     rate = done / max(time.time() - start[0], 1e-9)
     eta = (total - done) / max(rate, 1e-9)
@@ -265,7 +281,8 @@ def run(args):
     renders = work / "renders"
     records = {}
     total = args.identities * RENDERS_PER_IDENTITY
-    done = 0
+    done, rendered, render_s = 0, 0, 0.0
+    progress("renders", 0, total)
     for i in range(args.identities):
         seed = args.seed_base + i
         ident = renders / f"seed{seed}"
@@ -273,15 +290,22 @@ def run(args):
         for styles, rec in identity_plan(seed, gen, args.psi, w_mean, dirs):
             f = ident / f"{rec['variant_index']}.png"
             if not f.exists():
+                t = time.time()
                 save_png(gen.render(styles), f)
+                render_s += time.time() - t
+                rendered += 1
             records[(seed, rec["variant_index"])] = rec
             done += 1
             progress("renders", done, total)
+    if rendered:
+        log(f"rendered {rendered} images in {render_s:.1f} s ({render_s / rendered:.2f} s each, {args.threads} threads)")
 
     aligned = work / "aligned"
+    t = time.time()
     bridge.align(renders, aligned)
     chips = sorted(aligned.glob("seed*/*.*"))
     emb = bridge.embed_teacher(chips)
+    log(f"aligned and embedded {len(chips)} chips in {time.time() - t:.1f} s")
     by_id = {}
     for c in chips:
         by_id.setdefault(int(c.parent.name[4:]), {})[int(c.stem)] = emb[str(c)]
