@@ -672,7 +672,10 @@ pub(super) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize>(
             let mut co = 0;
             while co < c_out {
                 let rows = (c_out - co).min(R);
-                let (dt, at) = (dyn_.add(co * hw), acc.as_mut_ptr().add(co * cip + cb * BLOCK));
+                let (dt, at) = (
+                    dyn_.add(co * hw),
+                    acc.as_mut_ptr().add(co * cip + cb * BLOCK),
+                );
                 co += if rows == R {
                     pointwise_weight_tile::<V, R>(hw, cip, dt, xb, at);
                     R
