@@ -113,5 +113,98 @@ fn student(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels, student);
+/// The trainer's backward kernels on NCHW at the student's 16×16 training shapes (batch 32),
+/// per ISA including the scalar reference they replace.
+fn backward(c: &mut Criterion) {
+    let n = 32;
+    for k in Kernels::available_isas()
+        .into_iter()
+        .map(|i| Kernels::for_isa(i).expect("available"))
+    {
+        let mut group = c.benchmark_group(format!("backward/{}", k.isa.name()));
+        group.sample_size(10);
+        // Pointwise b3 (64→128 over 8×8): data and weight gradients.
+        let g = ConvGeom::square(n, 64, 8, 8, 128, 1, 1, 0, 1);
+        let x = vec![0.5f32; g.input_len()];
+        let w = vec![0.01f32; g.weight_len()];
+        let dy = vec![0.25f32; g.output_len()];
+        let (mut dx, mut dw) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
+        group.throughput(Throughput::Elements((2 * n * 64 * 64 * 128) as u64));
+        group.bench_function("pointwise_data_b3_64x128_8x8", |bch| {
+            bch.iter(|| (k.pointwise_backward_data)(&g, black_box(&dy), &w, &mut dx))
+        });
+        group.bench_function("pointwise_weight_b3_64x128_8x8", |bch| {
+            bch.iter(|| (k.pointwise_backward_weight)(&g, black_box(&x), &dy, &mut dw))
+        });
+        // Depthwise 3×3: stride 1 (32 ch, 16×16) and stride 2 (64 ch, 16×16).
+        for (name, ch, stride) in [("s1_32", 32, 1), ("s2_64", 64, 2)] {
+            let g = ConvGeom::square(n, ch, 16, 16, ch, 3, stride, 1, ch);
+            let x = vec![0.5f32; g.input_len()];
+            let w = vec![0.01f32; g.weight_len()];
+            let dy = vec![0.25f32; g.output_len()];
+            let (mut dx, mut dw) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
+            group.throughput(Throughput::Elements((2 * 9 * g.output_len()) as u64));
+            group.bench_function(format!("depthwise_data_{name}_16x16"), |bch| {
+                bch.iter(|| (k.depthwise_backward_data)(&g, black_box(&dy), &w, &mut dx))
+            });
+            group.bench_function(format!("depthwise_weight_{name}_16x16"), |bch| {
+                bch.iter(|| (k.depthwise_backward_weight)(&g, black_box(&x), &dy, &mut dw))
+            });
+        }
+        // PReLU and training batch-norm on 64 channels of 8×8.
+        let (ch, hw) = (64, 64);
+        let len = n * ch * hw;
+        let x: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
+        let dy = vec![0.25f32; len];
+        let (gamma, beta) = (vec![1.0f32; ch], vec![0.0f32; ch]);
+        let (mut y, mut dx) = (vec![0.0f32; len], vec![0.0f32; len]);
+        let (mut m, mut v, mut dg, mut db) = (
+            vec![0.0f32; ch],
+            vec![0.0f32; ch],
+            vec![0.0f32; ch],
+            vec![0.0f32; ch],
+        );
+        group.throughput(Throughput::Elements(len as u64));
+        group.bench_function("prelu_backward_64_8x8", |bch| {
+            bch.iter(|| (k.prelu_backward)(n, ch, hw, black_box(&x), &gamma, &dy, &mut dx, &mut dg))
+        });
+        group.bench_function("batch_norm_train_forward_64_8x8", |bch| {
+            bch.iter(|| {
+                (k.batch_norm_train_forward)(
+                    n,
+                    ch,
+                    hw,
+                    black_box(&x),
+                    &gamma,
+                    &beta,
+                    1e-5,
+                    &mut y,
+                    &mut m,
+                    &mut v,
+                )
+            })
+        });
+        group.bench_function("batch_norm_train_backward_64_8x8", |bch| {
+            bch.iter(|| {
+                (k.batch_norm_train_backward)(
+                    n,
+                    ch,
+                    hw,
+                    black_box(&x),
+                    &dy,
+                    &gamma,
+                    &m,
+                    &v,
+                    1e-5,
+                    &mut dx,
+                    &mut dg,
+                    &mut db,
+                )
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, student, backward);
 criterion_main!(benches);

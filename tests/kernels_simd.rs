@@ -406,3 +406,231 @@ fn thread_count_does_not_change_the_embeddings() {
     let empty = Tensor::zeros(&[0, 3, 16, 16]);
     assert_eq!(net.forward(&k, &empty).unwrap().shape(), &[0, 128]);
 }
+
+// ---- backward kernels (training) ----
+//
+// Tolerance for sums (conv gradients, PReLU slope, batch-norm γ/β gradients): the fast kernels
+// sum in another order than the reference, so we bound each element's error by its sum of
+// absolute terms: `|fast − ref| ≤ 1e-5 · Σ|terms|`, with `Σ|terms|` computed by the scalar
+// reference on the absolute values of the inputs (f32 rounding of a k-term sum is at most
+// k·2⁻²⁴·Σ|terms|, and typically √k·2⁻²⁴; the sums here have ≤ 1,300 terms). Elementwise
+// outputs (PReLU dx, batch-norm y and dx) use `assert_close` above.
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn assert_close_to_magnitude(what: &str, got: &[f32], want: &[f32], magnitude: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((g, w), m)) in got.iter().zip(want).zip(magnitude).enumerate() {
+        let tol = 1e-5 * m;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: index {i}: got {g}, want {w} (tolerance {tol} = 1e-5 · Σ|terms|)"
+        );
+    }
+}
+
+/// Pointwise geometries `(n, c_in, h, w, c_out)`: channels and pixel counts off the vector
+/// width, batch 1 and odd batches, and the student's 16×16 / 8×8 / 4×4 maps.
+fn pointwise_backward_cases() -> Vec<ConvGeom> {
+    [
+        (1, 17, 5, 3, 33),
+        (3, 40, 4, 4, 24),
+        (5, 7, 3, 7, 9),
+        (2, 32, 16, 16, 16),
+        (1, 64, 8, 8, 128),
+        (3, 1, 1, 1, 1),
+        (1, 130, 2, 3, 19),
+    ]
+    .into_iter()
+    .map(|(n, ci, h, w, co)| ConvGeom::square(n, ci, h, w, co, 1, 1, 0, 1))
+    .collect()
+}
+
+#[test]
+fn pointwise_backward_matches_scalar() {
+    let mut rng = Rng::new(51);
+    for k in fast_tables() {
+        for g in pointwise_backward_cases() {
+            let x = random(&mut rng, g.input_len());
+            let w = random(&mut rng, g.weight_len());
+            let dy = random(&mut rng, g.output_len());
+            let what = format!("{} pointwise backward {g:?}", k.isa.name());
+
+            let mut want = vec![0.0; g.input_len()];
+            let mut mag = vec![0.0; g.input_len()];
+            scalar::pointwise_backward_data::<f32>(&g, &dy, &w, &mut want);
+            scalar::pointwise_backward_data::<f32>(&g, &abs(&dy), &abs(&w), &mut mag);
+            let mut got = vec![f32::NAN; g.input_len()];
+            (k.pointwise_backward_data)(&g, &dy, &w, &mut got);
+            assert_close_to_magnitude(&format!("{what}: dx"), &got, &want, &mag);
+
+            let mut want = vec![0.0; g.weight_len()];
+            let mut mag = vec![0.0; g.weight_len()];
+            scalar::pointwise_backward_weight::<f32>(&g, &x, &dy, &mut want);
+            scalar::pointwise_backward_weight::<f32>(&g, &abs(&x), &abs(&dy), &mut mag);
+            let mut got = vec![f32::NAN; g.weight_len()];
+            (k.pointwise_backward_weight)(&g, &x, &dy, &mut got);
+            assert_close_to_magnitude(&format!("{what}: dw"), &got, &want, &mag);
+        }
+    }
+}
+
+/// Depthwise geometries: 3×3 pad 1 at stride 1 and 2 (the fast path) on odd and even sizes,
+/// channel counts off 16, batch 1 and odd; then shapes that must fall back to the reference.
+fn depthwise_backward_cases() -> Vec<ConvGeom> {
+    let mut v: Vec<ConvGeom> = [
+        (1, 19, 7, 9, 1),
+        (3, 32, 8, 5, 2),
+        (2, 5, 9, 9, 2),
+        (1, 33, 16, 16, 1),
+        (3, 17, 4, 4, 2),
+        (5, 16, 8, 8, 1),
+        (1, 3, 1, 1, 1),
+        (2, 48, 16, 16, 2),
+        (1, 7, 2, 3, 2),
+    ]
+    .into_iter()
+    .map(|(n, c, h, w, s)| ConvGeom::square(n, c, h, w, c, 3, s, 1, c))
+    .collect();
+    let mut odd = ConvGeom::square(1, 21, 7, 6, 21, 5, 1, 2, 21);
+    odd.kw = 3;
+    odd.pad_l = 1;
+    odd.pad_r = 1;
+    v.push(odd);
+    v.push(ConvGeom::square(3, 9, 6, 6, 9, 3, 1, 0, 9));
+    let mut asym = ConvGeom::square(1, 18, 8, 8, 18, 3, 2, 1, 18);
+    asym.pad_b = 0;
+    v.push(asym);
+    v
+}
+
+#[test]
+fn depthwise_backward_matches_scalar() {
+    let mut rng = Rng::new(52);
+    for k in fast_tables() {
+        for g in depthwise_backward_cases() {
+            let x = random(&mut rng, g.input_len());
+            let w = random(&mut rng, g.weight_len());
+            let dy = random(&mut rng, g.output_len());
+            let what = format!("{} depthwise backward {g:?}", k.isa.name());
+
+            let mut want = vec![0.0; g.input_len()];
+            let mut mag = vec![0.0; g.input_len()];
+            scalar::depthwise_backward_data::<f32>(&g, &dy, &w, &mut want);
+            scalar::depthwise_backward_data::<f32>(&g, &abs(&dy), &abs(&w), &mut mag);
+            let mut got = vec![f32::NAN; g.input_len()];
+            (k.depthwise_backward_data)(&g, &dy, &w, &mut got);
+            assert_close_to_magnitude(&format!("{what}: dx"), &got, &want, &mag);
+
+            let mut want = vec![0.0; g.weight_len()];
+            let mut mag = vec![0.0; g.weight_len()];
+            scalar::depthwise_backward_weight::<f32>(&g, &x, &dy, &mut want);
+            scalar::depthwise_backward_weight::<f32>(&g, &abs(&x), &abs(&dy), &mut mag);
+            let mut got = vec![f32::NAN; g.weight_len()];
+            (k.depthwise_backward_weight)(&g, &x, &dy, &mut got);
+            assert_close_to_magnitude(&format!("{what}: dw"), &got, &want, &mag);
+        }
+    }
+}
+
+/// `(n, c, hw)` for the per-channel kernels: planes off and on the vector width.
+const CHANNEL_CASES: [(usize, usize, usize); 6] = [
+    (1, 3, 7),
+    (3, 17, 16),
+    (2, 5, 37),
+    (5, 16, 64),
+    (1, 1, 1),
+    (3, 32, 256),
+];
+
+#[test]
+fn prelu_backward_matches_scalar() {
+    let mut rng = Rng::new(53);
+    for k in fast_tables() {
+        for (n, c, hw) in CHANNEL_CASES {
+            let len = n * c * hw;
+            let mut x = random(&mut rng, len);
+            // Exact zeros take the non-negative branch in the reference.
+            for v in x.iter_mut().step_by(5) {
+                *v = 0.0;
+            }
+            let alpha = random(&mut rng, c);
+            let dy = random(&mut rng, len);
+            let what = format!("{} prelu backward n={n} c={c} hw={hw}", k.isa.name());
+            let (mut want_dx, mut want_da) = (vec![0.0; len], vec![0.0; c]);
+            scalar::prelu_backward::<f32>(n, c, hw, &x, &alpha, &dy, &mut want_dx, &mut want_da);
+            let (mut scratch, mut mag) = (vec![0.0; len], vec![0.0; c]);
+            let neg_abs_x: Vec<f32> = x.iter().map(|v| -v.abs()).collect();
+            // With x ≤ 0 everywhere the slope gradient is Σ dy·x over x < 0: its terms' sum of
+            // absolute values is the reference on (−|x|, −|dy|).
+            let neg_abs_dy: Vec<f32> = dy.iter().map(|v| -v.abs()).collect();
+            scalar::prelu_backward::<f32>(
+                n,
+                c,
+                hw,
+                &neg_abs_x,
+                &alpha,
+                &neg_abs_dy,
+                &mut scratch,
+                &mut mag,
+            );
+            let (mut dx, mut da) = (vec![f32::NAN; len], vec![f32::NAN; c]);
+            (k.prelu_backward)(n, c, hw, &x, &alpha, &dy, &mut dx, &mut da);
+            // dx is one product per element: the same rounding as the reference.
+            assert_eq!(dx, want_dx, "{what}: dx");
+            assert_close_to_magnitude(&format!("{what}: dalpha"), &da, &want_da, &mag);
+        }
+    }
+}
+
+#[test]
+fn batch_norm_train_matches_scalar() {
+    let mut rng = Rng::new(54);
+    let eps = 1e-5;
+    for k in fast_tables() {
+        for (n, c, hw) in CHANNEL_CASES {
+            let len = n * c * hw;
+            // An offset mean so the two-pass variance matters.
+            let x: Vec<f32> = random(&mut rng, len).iter().map(|v| v + 0.7).collect();
+            let gamma: Vec<f32> = random(&mut rng, c).iter().map(|v| v + 1.5).collect();
+            let beta = random(&mut rng, c);
+            let dy = random(&mut rng, len);
+            let what = format!("{} batch-norm train n={n} c={c} hw={hw}", k.isa.name());
+
+            let (mut wy, mut wm, mut wv) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            scalar::batch_norm_train_forward::<f32>(
+                n, c, hw, &x, &gamma, &beta, eps, &mut wy, &mut wm, &mut wv,
+            );
+            let (mut y, mut m, mut v) = (vec![f32::NAN; len], vec![f32::NAN; c], vec![0.0; c]);
+            (k.batch_norm_train_forward)(n, c, hw, &x, &gamma, &beta, eps, &mut y, &mut m, &mut v);
+            assert_close(&format!("{what}: y"), &y, &wy);
+            assert_close(&format!("{what}: mean"), &m, &wm);
+            assert_close(&format!("{what}: var"), &v, &wv);
+
+            let (mut wdx, mut wdg, mut wdb) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            scalar::batch_norm_train_backward::<f32>(
+                n, c, hw, &x, &dy, &gamma, &wm, &wv, eps, &mut wdx, &mut wdg, &mut wdb,
+            );
+            let (mut dx, mut dg, mut db) = (vec![f32::NAN; len], vec![0.0; c], vec![0.0; c]);
+            (k.batch_norm_train_backward)(
+                n, c, hw, &x, &dy, &gamma, &wm, &wv, eps, &mut dx, &mut dg, &mut db,
+            );
+            assert_close(&format!("{what}: dx"), &dx, &wdx);
+            // Σ|dy| and Σ|dy·x̂| per channel bound the γ and β gradients' rounding.
+            let (mut mag_g, mut mag_b) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for b in 0..n {
+                for ch in 0..c {
+                    let inv = 1.0 / (wv[ch] + eps).sqrt();
+                    for i in (b * c + ch) * hw..(b * c + ch + 1) * hw {
+                        mag_b[ch] += dy[i].abs();
+                        mag_g[ch] += (dy[i] * (x[i] - wm[ch]) * inv).abs();
+                    }
+                }
+            }
+            assert_close_to_magnitude(&format!("{what}: dgamma"), &dg, &wdg, &mag_g);
+            assert_close_to_magnitude(&format!("{what}: dbeta"), &db, &wdb, &mag_b);
+        }
+    }
+}

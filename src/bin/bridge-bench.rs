@@ -19,7 +19,8 @@ use std::time::Instant;
     about = "Faces per second per ISA, batch and thread count"
 )]
 struct Args {
-    /// Which network: student (teacher arrives with the teacher-import issue).
+    /// Which network: student, teacher, or train (one training step of the 16×16 student,
+    /// batch 256 unless --batch; 1 thread).
     #[arg(long, default_value = "student")]
     model: String,
     /// One batch size (default: 1, 16 and 256).
@@ -104,9 +105,12 @@ fn run(a: Args) -> Result<()> {
     if a.model == "teacher" {
         return bench_teacher(&a);
     }
+    if a.model == "train" {
+        return bench_train(&a);
+    }
     if a.model != "student" {
         return Err(Error::InvalidArgument(format!(
-            "--model must be student or teacher, not `{}`",
+            "--model must be student, teacher or train, not `{}`",
             a.model
         )));
     }
@@ -375,6 +379,82 @@ fn pointwise_vs_peak(net: &StudentNet, k: &Kernels, runs: usize, json: bool) -> 
             100.0 * total / peak,
             per.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// `--model train`: faces per second of one training step of a fresh 16×16 student (forward,
+/// CosFace loss, backward, SGD update; 1 thread) on random faces with random labels of 100
+/// identities, per ISA; also the forward alone (recording the tape), so `step − forward` is
+/// the backward plus the optimiser. Medians of `--runs` after one warm-up step.
+fn bench_train(a: &Args) -> Result<()> {
+    use bridgeface::autograd::student::{record_student, Mode};
+    use bridgeface::autograd::Tape;
+    use bridgeface::train::{train_step, TrainConfig, TrainState};
+    let batch = a.batch.unwrap_or(256);
+    let isas = match &a.isa {
+        Some(s) => vec![Isa::parse(s)?],
+        None => Kernels::available_isas(),
+    };
+    let r = 16;
+    let classes = 100;
+    let cfg = TrainConfig::new(r);
+    let mut rng = Rng::new(7);
+    let x: Vec<f32> = (0..batch * 3 * r * r)
+        .map(|_| rng.range(-1.0, 1.0))
+        .collect();
+    let labels: Vec<usize> = (0..batch).map(|_| rng.below(classes)).collect();
+    // Each fast ISA also runs with the scalar backward kernels of the table it replaced (main
+    // before the SIMD backward kernels), as the in-run baseline.
+    let mut tables = Vec::new();
+    for isa in isas {
+        let k = Kernels::for_isa(isa)?;
+        tables.push((isa.name().to_string(), k));
+        if isa != Isa::Scalar {
+            let s = Kernels::scalar();
+            let baseline = Kernels {
+                pointwise_backward_data: s.pointwise_backward_data,
+                pointwise_backward_weight: s.pointwise_backward_weight,
+                depthwise_backward_data: s.depthwise_backward_data,
+                depthwise_backward_weight: s.depthwise_backward_weight,
+                prelu_backward: s.prelu_backward,
+                batch_norm_train_forward: s.batch_norm_train_forward,
+                batch_norm_train_backward: s.batch_norm_train_backward,
+                ..k
+            };
+            tables.push((format!("{}+scalar-backward", isa.name()), baseline));
+        }
+    }
+    for (name, k) in tables {
+        let mut state = TrainState::new(&cfg, classes)?;
+        let forward = time_median(a.runs, || {
+            let mut tape = Tape::new(&k);
+            let input = Tensor::new(&[batch, 3, r, r], x.clone())?;
+            record_student(&mut tape, &state.params, input, Mode::Train)?;
+            Ok(())
+        })?;
+        let step = time_median(a.runs, || {
+            let input = Tensor::new(&[batch, 3, r, r], x.clone())?;
+            train_step(&k, &cfg, &mut state, input, &labels, 0.01)?;
+            Ok(())
+        })?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"model": "train", "resolution": r, "isa": name,
+                    "batch": batch, "threads": 1, "forward_s": forward, "step_s": step,
+                    "faces_per_s": batch as f64 / step})
+            );
+        } else {
+            println!(
+                "train {r}x{r} {name:>22} batch {batch:>4} 1 thread: step {:.3} s (forward {:.3} \
+                 s, backward + update {:.3} s) = {:.0} faces/s",
+                step,
+                forward,
+                step - forward,
+                batch as f64 / step
+            );
+        }
     }
     Ok(())
 }

@@ -62,6 +62,25 @@ impl F32x16 for Avx2F32x16 {
         };
         Avx2F32x16(half(self.0, alpha.0), half(self.1, alpha.1))
     }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Avx2F32x16(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx2F32x16(_mm256_sub_ps(self.0, b.0), _mm256_sub_ps(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self {
+        let z = _mm256_setzero_ps();
+        let half = |x: __m256, a: __m256, b: __m256| {
+            _mm256_blendv_ps(b, a, _mm256_cmp_ps::<_CMP_LT_OQ>(x, z))
+        };
+        Avx2F32x16(
+            half(self.0, if_neg.0, otherwise.0),
+            half(self.1, if_neg.1, otherwise.1),
+        )
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -193,3 +212,5 @@ pub(super) fn fma_probe_avx2(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }
 }
+
+simd::backward_entries!("avx2,fma", Avx2F32x16, pointwise_rows = 6);

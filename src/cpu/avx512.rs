@@ -57,6 +57,19 @@ impl F32x16 for Avx512F32x16 {
         let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
         Avx512F32x16(_mm512_mask_mul_ps(self.0, neg, self.0, alpha.0))
     }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Avx512F32x16(_mm512_mul_ps(self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx512F32x16(_mm512_sub_ps(self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self {
+        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
+        Avx512F32x16(_mm512_mask_blend_ps(neg, otherwise.0, if_neg.0))
+    }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -194,3 +207,5 @@ pub(super) fn fma_probe_avx512(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }
 }
+
+simd::backward_entries!("avx512f", Avx512F32x16, pointwise_rows = 12);

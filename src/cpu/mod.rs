@@ -298,6 +298,13 @@ impl Kernels {
             global_depthwise_packed: avx2::global_depthwise_avx2,
             linear_packed: avx2::linear_avx2,
             fma_probe: avx2::fma_probe_avx2,
+            pointwise_backward_data: avx2::backward::pointwise_backward_data,
+            pointwise_backward_weight: avx2::backward::pointwise_backward_weight,
+            depthwise_backward_data: avx2::backward::depthwise_backward_data,
+            depthwise_backward_weight: avx2::backward::depthwise_backward_weight,
+            prelu_backward: avx2::backward::prelu_backward,
+            batch_norm_train_forward: avx2::backward::batch_norm_train_forward,
+            batch_norm_train_backward: avx2::backward::batch_norm_train_backward,
             fma_probe_chains: avx2::PROBE_CHAINS,
             ..Kernels::scalar()
         }
@@ -316,6 +323,13 @@ impl Kernels {
             global_depthwise_packed: avx512::global_depthwise_avx512,
             linear_packed: avx512::linear_avx512,
             fma_probe: avx512::fma_probe_avx512,
+            pointwise_backward_data: avx512::backward::pointwise_backward_data,
+            pointwise_backward_weight: avx512::backward::pointwise_backward_weight,
+            depthwise_backward_data: avx512::backward::depthwise_backward_data,
+            depthwise_backward_weight: avx512::backward::depthwise_backward_weight,
+            prelu_backward: avx512::backward::prelu_backward,
+            batch_norm_train_forward: avx512::backward::batch_norm_train_forward,
+            batch_norm_train_backward: avx512::backward::batch_norm_train_backward,
             fma_probe_chains: avx512::PROBE_CHAINS,
             ..Kernels::scalar()
         }
@@ -334,6 +348,13 @@ impl Kernels {
             global_depthwise_packed: neon::global_depthwise_neon,
             linear_packed: neon::linear_neon,
             fma_probe: neon::fma_probe_neon,
+            pointwise_backward_data: neon::backward::pointwise_backward_data,
+            pointwise_backward_weight: neon::backward::pointwise_backward_weight,
+            depthwise_backward_data: neon::backward::depthwise_backward_data,
+            depthwise_backward_weight: neon::backward::depthwise_backward_weight,
+            prelu_backward: neon::backward::prelu_backward,
+            batch_norm_train_forward: neon::backward::batch_norm_train_forward,
+            batch_norm_train_backward: neon::backward::batch_norm_train_backward,
             fma_probe_chains: neon::PROBE_CHAINS,
             ..Kernels::scalar()
         }

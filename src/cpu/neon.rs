@@ -67,6 +67,24 @@ impl F32x16 for NeonF32x16 {
         };
         NeonF32x16([f(0), f(1), f(2), f(3)])
     }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        let f = |i: usize| vmulq_f32(self.0[i], b.0[i]);
+        NeonF32x16([f(0), f(1), f(2), f(3)])
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        let f = |i: usize| vsubq_f32(self.0[i], b.0[i]);
+        NeonF32x16([f(0), f(1), f(2), f(3)])
+    }
+    #[inline(always)]
+    unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self {
+        let f = |i: usize| {
+            let neg = vcltq_f32(self.0[i], vdupq_n_f32(0.0));
+            vbslq_f32(neg, if_neg.0[i], otherwise.0[i])
+        };
+        NeonF32x16([f(0), f(1), f(2), f(3)])
+    }
 }
 
 #[target_feature(enable = "neon")]
@@ -198,3 +216,5 @@ pub(super) fn fma_probe_neon(iterations: usize) -> f32 {
     // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
     unsafe { fma_probe_impl(iterations) }
 }
+
+simd::backward_entries!("neon", NeonF32x16, pointwise_rows = 6);

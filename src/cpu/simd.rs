@@ -27,6 +27,17 @@ pub(super) trait F32x16: Copy {
     unsafe fn add(self, b: Self) -> Self;
     /// `self < 0 ? self·alpha : self`, lane by lane (the scalar PReLU exactly).
     unsafe fn prelu(self, alpha: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    /// `self < 0 ? if_neg : otherwise`, lane by lane (the backward kernels' PReLU mask).
+    unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self;
+    /// The sum of the 16 lanes (in lane order; only used for short reductions).
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        let mut out = [0.0f32; 16];
+        self.store(out.as_mut_ptr());
+        out.iter().sum()
+    }
 }
 
 /// Vectors of one output block's epilogue: bias, optional slopes.
@@ -494,3 +505,720 @@ pub(super) unsafe fn fma_probe<V: F32x16, const C: usize>(iterations: usize) -> 
     sum.store(out.as_mut_ptr());
     out.iter().sum()
 }
+
+// ------------------------------------------------------------------ backward kernels (training)
+//
+// The trainer's hot backward kernels and training-mode batch-norm on plain NCHW tensors, with
+// the same contracts as their references in `scalar` (outputs overwritten, never accumulated
+// into). Summation orders differ from the references (vector lanes, fused multiply–adds), so
+// results agree up to rounding. Lengths are checked with `assert!` before any raw pointer use.
+
+/// Pixels per vector in the NCHW backward kernels (one `F32x16`).
+const LANES: usize = BLOCK;
+
+/// `T` input channels × 16 pixels of the pointwise data gradient: `dx[ci + r, p..p+16] =
+/// Σ_co w[co, ci + r] · dy[co, p..p+16]`. `w` points at `w[0, ci]`; `dy`/`dx` at pixel `p` of
+/// channel 0 / `ci`, with row strides `dy_stride` / `dx_stride`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_data_tile<V: F32x16, const T: usize>(
+    c_in: usize,
+    c_out: usize,
+    dy: *const f32,
+    dy_stride: usize,
+    w: *const f32,
+    dx: *mut f32,
+    dx_stride: usize,
+) {
+    let mut acc = [V::zero(); T];
+    for co in 0..c_out {
+        let d = V::load(dy.add(co * dy_stride));
+        let wr = w.add(co * c_in);
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = a.mul_add(V::splat(*wr.add(r)), d);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        a.store(dx.add(r * dx_stride));
+    }
+}
+
+/// All input channels of one 16-pixel column, `R` channels per micro-tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_data_column<V: F32x16, const R: usize>(
+    c_in: usize,
+    c_out: usize,
+    dy: *const f32,
+    dy_stride: usize,
+    w: *const f32,
+    dx: *mut f32,
+    dx_stride: usize,
+) {
+    let mut ci = 0;
+    while ci < c_in {
+        let rows = (c_in - ci).min(R);
+        let (wt, dxt) = (w.add(ci), dx.add(ci * dx_stride));
+        ci += if rows == R {
+            pointwise_data_tile::<V, R>(c_in, c_out, dy, dy_stride, wt, dxt, dx_stride);
+            R
+        } else {
+            tail_tile!(
+                rows,
+                pointwise_data_tile::<V>(c_in, c_out, dy, dy_stride, wt, dxt, dx_stride)
+            )
+        };
+    }
+}
+
+/// Pointwise (1×1, stride 1, unpadded, one group) conv input gradient on NCHW, as
+/// `scalar::pointwise_backward_data`: a GEMM `dx_n = wᵀ · dy_n` per image, register-blocked
+/// as `R` input channels × 16 pixels. A pixel tail (`h·w` not a multiple of 16) runs the
+/// same tile on a zero-padded copy of the tail columns.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+pub(super) unsafe fn pointwise_backward_data<V: F32x16, const R: usize>(
+    g: &ConvGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    let (hw, c_in, c_out) = (g.h * g.w, g.c_in, g.c_out);
+    assert!(dy.len() >= g.n * c_out * hw && w.len() >= c_out * c_in && dx.len() >= g.input_len());
+    let full = hw / LANES * LANES;
+    let rem = hw - full;
+    let mut dy_tail = vec![0.0f32; if rem > 0 { c_out * LANES } else { 0 }];
+    let mut dx_tail = vec![0.0f32; if rem > 0 { c_in * LANES } else { 0 }];
+    for n in 0..g.n {
+        let dyn_ = dy.as_ptr().add(n * c_out * hw);
+        let dxn = dx.as_mut_ptr().add(n * c_in * hw);
+        let mut p = 0;
+        while p < full {
+            pointwise_data_column::<V, R>(c_in, c_out, dyn_.add(p), hw, w.as_ptr(), dxn.add(p), hw);
+            p += LANES;
+        }
+        if rem > 0 {
+            for co in 0..c_out {
+                let s = (n * c_out + co) * hw + full;
+                dy_tail[co * LANES..co * LANES + rem].copy_from_slice(&dy[s..s + rem]);
+            }
+            let (dt, xt) = (dy_tail.as_ptr(), dx_tail.as_mut_ptr());
+            pointwise_data_column::<V, R>(c_in, c_out, dt, LANES, w.as_ptr(), xt, LANES);
+            for ci in 0..c_in {
+                let d = (n * c_in + ci) * hw + full;
+                dx[d..d + rem].copy_from_slice(&dx_tail[ci * LANES..ci * LANES + rem]);
+            }
+        }
+    }
+}
+
+/// `T` output channels × 16 input channels of the pointwise weight gradient, accumulated over
+/// one image's `hw` pixels into `acc_out` (row stride `cip`): `dw[co + r, ci..ci+16] +=
+/// Σ_p dy[co + r, p] · xᵀ[p, ci..ci+16]`.
+#[inline(always)]
+unsafe fn pointwise_weight_tile<V: F32x16, const T: usize>(
+    hw: usize,
+    cip: usize,
+    dy: *const f32,
+    xt: *const f32,
+    acc_out: *mut f32,
+) {
+    let mut acc = [V::zero(); T];
+    for (r, a) in acc.iter_mut().enumerate() {
+        *a = V::load(acc_out.add(r * cip));
+    }
+    for p in 0..hw {
+        let xv = V::load(xt.add(p * cip));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = a.mul_add(V::splat(*dy.add(r * hw + p)), xv);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        a.store(acc_out.add(r * cip));
+    }
+}
+
+/// Pointwise conv weight gradient on NCHW, as `scalar::pointwise_backward_weight`:
+/// `dw = Σ_n dy_n · x_nᵀ`. Each image's `x_n` is transposed to pixel-major rows padded to 16
+/// channels, so the tile broadcasts `dy` and loads 16 input channels at once; the padded
+/// `[c_out, padded(c_in)]` accumulator is copied to `dw` at the end.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+pub(super) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let (hw, c_in, c_out) = (g.h * g.w, g.c_in, g.c_out);
+    assert!(x.len() >= g.input_len() && dy.len() >= g.n * c_out * hw && dw.len() >= c_out * c_in);
+    let cip = padded(c_in);
+    let mut xt = vec![0.0f32; hw * cip];
+    let mut acc = vec![0.0f32; c_out * cip];
+    for n in 0..g.n {
+        for ci in 0..c_in {
+            let row = &x[(n * c_in + ci) * hw..(n * c_in + ci + 1) * hw];
+            for (p, &v) in row.iter().enumerate() {
+                xt[p * cip + ci] = v;
+            }
+        }
+        let dyn_ = dy.as_ptr().add(n * c_out * hw);
+        for cb in 0..blocks(c_in) {
+            let xb = xt.as_ptr().add(cb * BLOCK);
+            let mut co = 0;
+            while co < c_out {
+                let rows = (c_out - co).min(R);
+                let (dt, at) = (
+                    dyn_.add(co * hw),
+                    acc.as_mut_ptr().add(co * cip + cb * BLOCK),
+                );
+                co += if rows == R {
+                    pointwise_weight_tile::<V, R>(hw, cip, dt, xb, at);
+                    R
+                } else {
+                    tail_tile!(rows, pointwise_weight_tile::<V>(hw, cip, dt, xb, at))
+                };
+            }
+        }
+    }
+    for co in 0..c_out {
+        dw[co * c_in..(co + 1) * c_in].copy_from_slice(&acc[co * cip..co * cip + c_in]);
+    }
+}
+
+/// Whether a depthwise geometry takes the vector path: 3×3, pad 1 on every side, the same
+/// stride 1 or 2 in both directions. Anything else runs the scalar reference.
+pub(super) fn depthwise_backward_fast(g: &ConvGeom) -> bool {
+    g.kh == 3
+        && g.kw == 3
+        && g.stride_h == g.stride_w
+        && (g.stride_h == 1 || g.stride_h == 2)
+        && [g.pad_t, g.pad_l, g.pad_b, g.pad_r] == [1, 1, 1, 1]
+        && g.groups == g.c_in
+        && g.c_out == g.c_in
+}
+
+/// Copies 16 channels (`cb`) of image `n` from NCHW (`c` channels, `hw` pixels) into a
+/// channel-interleaved plane `dst[(row_off + y·pitch + x)·16 + lane]` of `h × w` pixels;
+/// lanes past `c` are left as they are (zero in a fresh buffer).
+#[allow(clippy::too_many_arguments)]
+fn interleave_plane(
+    src: &[f32],
+    n: usize,
+    c: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    pitch: usize,
+    offset: usize,
+    dst: &mut [f32],
+) {
+    for lane in 0..BLOCK.min(c - cb * BLOCK) {
+        let s = &src[(n * c + cb * BLOCK + lane) * h * w..(n * c + cb * BLOCK + lane + 1) * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                dst[(offset + y * pitch + x) * BLOCK + lane] = s[y * w + x];
+            }
+        }
+    }
+}
+
+/// 16 channels' 3×3 weights as 9 tap vectors `[tap][lane]` (zero past `c`).
+fn depthwise_tap_vectors(w: &[f32], c: usize, cb: usize) -> [f32; 9 * BLOCK] {
+    let mut taps = [0.0f32; 9 * BLOCK];
+    for lane in 0..BLOCK.min(c - cb * BLOCK) {
+        for t in 0..9 {
+            taps[t * BLOCK + lane] = w[(cb * BLOCK + lane) * 9 + t];
+        }
+    }
+    taps
+}
+
+/// Depthwise 3×3 (pad 1, stride 1 or 2) input gradient on NCHW, as
+/// `scalar::depthwise_backward_data`. The student's maps are 16, 8 and 4 pixels wide, too
+/// narrow for vectors along a row, so 16 channels go across the lanes: each image's `dy` is
+/// interleaved, every output pixel scatters its 9 taps into a zero-bordered interleaved `dx`
+/// plane, whose interior is copied back to NCHW.
+///
+/// # Safety
+/// The ISA of `V` must be present and `depthwise_backward_fast(g)` must hold.
+#[inline(always)]
+pub(super) unsafe fn depthwise_backward_data<V: F32x16>(
+    g: &ConvGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    let (c, s, oh, ow) = (g.c_in, g.stride_h, g.out_h(), g.out_w());
+    let (ph, pw) = (g.h + 2, g.w + 2);
+    assert!(dy.len() >= g.output_len() && w.len() >= c * 9 && dx.len() >= g.input_len());
+    let mut dyb = vec![0.0f32; oh * ow * BLOCK];
+    let mut dxb = vec![0.0f32; ph * pw * BLOCK];
+    for cb in 0..blocks(c) {
+        let taps = depthwise_tap_vectors(w, c, cb);
+        let tv: [V; 9] = std::array::from_fn(|t| V::load(taps.as_ptr().add(t * BLOCK)));
+        for n in 0..g.n {
+            interleave_plane(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            dxb.fill(0.0);
+            let xp = dxb.as_mut_ptr();
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = V::load(dyb.as_ptr().add((oy * ow + ox) * BLOCK));
+                    for ky in 0..3 {
+                        let row = xp.add(((oy * s + ky) * pw + ox * s) * BLOCK);
+                        for kx in 0..3 {
+                            let q = row.add(kx * BLOCK);
+                            V::load(q).mul_add(d, tv[ky * 3 + kx]).store(q);
+                        }
+                    }
+                }
+            }
+            for lane in 0..BLOCK.min(c - cb * BLOCK) {
+                let base = (n * c + cb * BLOCK + lane) * g.h * g.w;
+                for iy in 0..g.h {
+                    for ix in 0..g.w {
+                        dx[base + iy * g.w + ix] = dxb[((iy + 1) * pw + ix + 1) * BLOCK + lane];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise 3×3 (pad 1, stride 1 or 2) weight gradient on NCHW, as
+/// `scalar::depthwise_backward_weight`: 16 channels across the lanes (see
+/// `depthwise_backward_data`), 9 tap accumulators summed over the whole batch.
+///
+/// # Safety
+/// The ISA of `V` must be present and `depthwise_backward_fast(g)` must hold.
+#[inline(always)]
+pub(super) unsafe fn depthwise_backward_weight<V: F32x16>(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let (c, s, oh, ow) = (g.c_in, g.stride_h, g.out_h(), g.out_w());
+    let (ph, pw) = (g.h + 2, g.w + 2);
+    assert!(x.len() >= g.input_len() && dy.len() >= g.output_len() && dw.len() >= c * 9);
+    let mut dyb = vec![0.0f32; oh * ow * BLOCK];
+    let mut xb = vec![0.0f32; ph * pw * BLOCK];
+    for cb in 0..blocks(c) {
+        let mut acc = [V::zero(); 9];
+        for n in 0..g.n {
+            interleave_plane(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            // The border stays zero: only the interior is ever written.
+            interleave_plane(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
+            let xp = xb.as_ptr();
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = V::load(dyb.as_ptr().add((oy * ow + ox) * BLOCK));
+                    for ky in 0..3 {
+                        let row = xp.add(((oy * s + ky) * pw + ox * s) * BLOCK);
+                        for kx in 0..3 {
+                            let a = &mut acc[ky * 3 + kx];
+                            *a = a.mul_add(d, V::load(row.add(kx * BLOCK)));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = [0.0f32; 9 * BLOCK];
+        for (t, a) in acc.iter().enumerate() {
+            a.store(out.as_mut_ptr().add(t * BLOCK));
+        }
+        for lane in 0..BLOCK.min(c - cb * BLOCK) {
+            for t in 0..9 {
+                dw[(cb * BLOCK + lane) * 9 + t] = out[t * BLOCK + lane];
+            }
+        }
+    }
+}
+
+/// PReLU backward on NCHW, as `scalar::prelu_backward`: vectors along each `hw` plane, a
+/// scalar tail.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn prelu_backward<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    alpha: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dalpha: &mut [f32],
+) {
+    let len = n * c * hw;
+    assert!(x.len() >= len && dy.len() >= len && dx.len() >= len && alpha.len() >= c);
+    assert!(dalpha.len() >= c);
+    dalpha[..c].fill(0.0);
+    let full = hw / LANES * LANES;
+    let zero = V::zero();
+    for b in 0..n {
+        for ch in 0..c {
+            let base = (b * c + ch) * hw;
+            let (a, av) = (alpha[ch], V::splat(alpha[ch]));
+            let mut dav = V::zero();
+            let mut p = 0;
+            while p < full {
+                let xv = V::load(x.as_ptr().add(base + p));
+                let d = V::load(dy.as_ptr().add(base + p));
+                xv.select_neg(d.mul(av), d)
+                    .store(dx.as_mut_ptr().add(base + p));
+                dav = dav.add(xv.select_neg(d.mul(xv), zero));
+                p += LANES;
+            }
+            let mut da = dav.sum();
+            for i in base + full..base + hw {
+                let (xv, d) = (x[i], dy[i]);
+                if xv < 0.0 {
+                    dx[i] = d * a;
+                    da += d * xv;
+                } else {
+                    dx[i] = d;
+                }
+            }
+            dalpha[ch] += da;
+        }
+    }
+}
+
+/// `Σ f(x)` over channel `ch` of an NC(HW) tensor: vector lanes per plane, a scalar tail.
+#[inline(always)]
+unsafe fn channel_sum<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    ch: usize,
+    vf: impl Fn(usize) -> V,
+    sf: impl Fn(usize) -> f32,
+) -> f32 {
+    let full = hw / LANES * LANES;
+    let mut acc = V::zero();
+    let mut tail = 0.0f32;
+    for b in 0..n {
+        let base = (b * c + ch) * hw;
+        let mut p = 0;
+        while p < full {
+            acc = acc.add(vf(base + p));
+            p += LANES;
+        }
+        for i in base + full..base + hw {
+            tail += sf(i);
+        }
+    }
+    acc.sum() + tail
+}
+
+/// Training-mode batch-norm forward on NC(HW), as `scalar::batch_norm_train_forward`
+/// (two-pass mean and biased variance, then `y = (x − mean)·γ/√(var + ε) + β`).
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn batch_norm_train_forward<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
+    let len = n * c * hw;
+    assert!(x.len() >= len && y.len() >= len && gamma.len() >= c && beta.len() >= c);
+    assert!(mean.len() >= c && var.len() >= c);
+    let count = (n * hw) as f32;
+    let full = hw / LANES * LANES;
+    let xp = x.as_ptr();
+    for ch in 0..c {
+        let m = channel_sum::<V>(n, c, hw, ch, |i| V::load(xp.add(i)), |i| x[i]) / count;
+        let mv = V::splat(m);
+        let q = channel_sum::<V>(
+            n,
+            c,
+            hw,
+            ch,
+            |i| {
+                let d = V::load(xp.add(i)).sub(mv);
+                d.mul(d)
+            },
+            |i| (x[i] - m) * (x[i] - m),
+        );
+        let vr = q / count;
+        let scale = gamma[ch] / (vr + eps).sqrt();
+        let (sv, bv) = (V::splat(scale), V::splat(beta[ch]));
+        for b in 0..n {
+            let base = (b * c + ch) * hw;
+            let mut p = 0;
+            while p < full {
+                let v = V::load(xp.add(base + p)).sub(mv);
+                bv.mul_add(v, sv).store(y.as_mut_ptr().add(base + p));
+                p += LANES;
+            }
+            for i in base + full..base + hw {
+                y[i] = (x[i] - m) * scale + beta[ch];
+            }
+        }
+        mean[ch] = m;
+        var[ch] = vr;
+    }
+}
+
+/// Training-mode batch-norm backward on NC(HW), as `scalar::batch_norm_train_backward`.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn batch_norm_train_backward<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let len = n * c * hw;
+    assert!(x.len() >= len && dy.len() >= len && dx.len() >= len);
+    assert!(gamma.len() >= c && mean.len() >= c && var.len() >= c);
+    assert!(dgamma.len() >= c && dbeta.len() >= c);
+    let count = (n * hw) as f32;
+    let full = hw / LANES * LANES;
+    let (xp, dp) = (x.as_ptr(), dy.as_ptr());
+    for ch in 0..c {
+        let (m, invstd) = (mean[ch], 1.0 / (var[ch] + eps).sqrt());
+        let (mv, iv) = (V::splat(m), V::splat(invstd));
+        let sd = channel_sum::<V>(n, c, hw, ch, |i| V::load(dp.add(i)), |i| dy[i]);
+        let sdx = channel_sum::<V>(
+            n,
+            c,
+            hw,
+            ch,
+            |i| V::load(dp.add(i)).mul(V::load(xp.add(i)).sub(mv).mul(iv)),
+            |i| dy[i] * ((x[i] - m) * invstd),
+        );
+        dbeta[ch] = sd;
+        dgamma[ch] = sdx;
+        let k = gamma[ch] * invstd / count;
+        let (kv, cv, sdv, nsdx) = (V::splat(k), V::splat(count), V::splat(sd), V::splat(-sdx));
+        for b in 0..n {
+            let base = (b * c + ch) * hw;
+            let mut p = 0;
+            while p < full {
+                let xhat = V::load(xp.add(base + p)).sub(mv).mul(iv);
+                let t = V::zero().mul_add(V::load(dp.add(base + p)), cv).sub(sdv);
+                t.mul_add(xhat, nsdx)
+                    .mul(kv)
+                    .store(dx.as_mut_ptr().add(base + p));
+                p += LANES;
+            }
+            for i in base + full..base + hw {
+                let xhat = (x[i] - m) * invstd;
+                dx[i] = k * (count * dy[i] - sd - xhat * sdx);
+            }
+        }
+    }
+}
+
+/// Defines, inside an ISA file, `mod backward` with the safe table entries of the backward
+/// kernels above: each a `#[target_feature]` shim around the generic loop nest. Depthwise
+/// geometries other than `depthwise_backward_fast` go to the scalar reference.
+macro_rules! backward_entries {
+    ($feature:literal, $V:ident, pointwise_rows = $R:expr) => {
+        /// The trainer's backward kernels for this ISA (see `simd`'s backward section).
+        pub(super) mod backward {
+            use super::$V as V;
+            use $crate::cpu::{scalar, simd, ConvGeom};
+
+            const R: usize = $R;
+
+            #[target_feature(enable = $feature)]
+            unsafe fn pointwise_data_impl(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+                simd::pointwise_backward_data::<V, R>(g, dy, w, dx)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn pointwise_weight_impl(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+                simd::pointwise_backward_weight::<V, R>(g, x, dy, dw)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn depthwise_data_impl(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+                simd::depthwise_backward_data::<V>(g, dy, w, dx)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn depthwise_weight_impl(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+                simd::depthwise_backward_weight::<V>(g, x, dy, dw)
+            }
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn prelu_impl(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                alpha: &[f32],
+                dy: &[f32],
+                dx: &mut [f32],
+                dalpha: &mut [f32],
+            ) {
+                simd::prelu_backward::<V>(n, c, hw, x, alpha, dy, dx, dalpha)
+            }
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn bn_forward_impl(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                gamma: &[f32],
+                beta: &[f32],
+                eps: f32,
+                y: &mut [f32],
+                mean: &mut [f32],
+                var: &mut [f32],
+            ) {
+                simd::batch_norm_train_forward::<V>(n, c, hw, x, gamma, beta, eps, y, mean, var)
+            }
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn bn_backward_impl(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                dy: &[f32],
+                gamma: &[f32],
+                mean: &[f32],
+                var: &[f32],
+                eps: f32,
+                dx: &mut [f32],
+                dgamma: &mut [f32],
+                dbeta: &mut [f32],
+            ) {
+                simd::batch_norm_train_backward::<V>(
+                    n, c, hw, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta,
+                )
+            }
+
+            /// Pointwise conv input gradient.
+            pub(in crate::cpu) fn pointwise_backward_data(
+                g: &ConvGeom,
+                dy: &[f32],
+                w: &[f32],
+                dx: &mut [f32],
+            ) {
+                // SAFETY: only reachable through this ISA's table, built after the CPU was
+                // checked; the loop nest asserts every slice length before using pointers.
+                unsafe { pointwise_data_impl(g, dy, w, dx) }
+            }
+            /// Pointwise conv weight gradient.
+            pub(in crate::cpu) fn pointwise_backward_weight(
+                g: &ConvGeom,
+                x: &[f32],
+                dy: &[f32],
+                dw: &mut [f32],
+            ) {
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe { pointwise_weight_impl(g, x, dy, dw) }
+            }
+            /// Depthwise conv input gradient (3×3 pad 1 stride 1/2 fast, else the reference).
+            pub(in crate::cpu) fn depthwise_backward_data(
+                g: &ConvGeom,
+                dy: &[f32],
+                w: &[f32],
+                dx: &mut [f32],
+            ) {
+                if !simd::depthwise_backward_fast(g) {
+                    return scalar::depthwise_backward_data::<f32>(g, dy, w, dx);
+                }
+                // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
+                unsafe { depthwise_data_impl(g, dy, w, dx) }
+            }
+            /// Depthwise conv weight gradient (3×3 pad 1 stride 1/2 fast, else the reference).
+            pub(in crate::cpu) fn depthwise_backward_weight(
+                g: &ConvGeom,
+                x: &[f32],
+                dy: &[f32],
+                dw: &mut [f32],
+            ) {
+                if !simd::depthwise_backward_fast(g) {
+                    return scalar::depthwise_backward_weight::<f32>(g, x, dy, dw);
+                }
+                // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
+                unsafe { depthwise_weight_impl(g, x, dy, dw) }
+            }
+            /// PReLU input and slope gradients.
+            #[allow(clippy::too_many_arguments)]
+            pub(in crate::cpu) fn prelu_backward(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                alpha: &[f32],
+                dy: &[f32],
+                dx: &mut [f32],
+                dalpha: &mut [f32],
+            ) {
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe { prelu_impl(n, c, hw, x, alpha, dy, dx, dalpha) }
+            }
+            /// Training-mode batch-norm forward.
+            #[allow(clippy::too_many_arguments)]
+            pub(in crate::cpu) fn batch_norm_train_forward(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                gamma: &[f32],
+                beta: &[f32],
+                eps: f32,
+                y: &mut [f32],
+                mean: &mut [f32],
+                var: &mut [f32],
+            ) {
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe { bn_forward_impl(n, c, hw, x, gamma, beta, eps, y, mean, var) }
+            }
+            /// Training-mode batch-norm backward.
+            #[allow(clippy::too_many_arguments)]
+            pub(in crate::cpu) fn batch_norm_train_backward(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                dy: &[f32],
+                gamma: &[f32],
+                mean: &[f32],
+                var: &[f32],
+                eps: f32,
+                dx: &mut [f32],
+                dgamma: &mut [f32],
+                dbeta: &mut [f32],
+            ) {
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe {
+                    bn_backward_impl(n, c, hw, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta)
+                }
+            }
+        }
+    };
+}
+pub(super) use backward_entries;
