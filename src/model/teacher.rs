@@ -4,6 +4,7 @@
 use crate::cpu::Kernels;
 use crate::error::{Error, Result};
 use crate::model::graph::Graph;
+use crate::model::plan::GraphPlan;
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -18,6 +19,8 @@ pub const TEACHER_THRESHOLD: f32 = 0.363;
 #[derive(Clone, Debug)]
 pub struct Teacher {
     pub graph: Graph,
+    /// The graph with its weights packed once (what `forward` runs).
+    plan: GraphPlan,
 }
 
 impl Teacher {
@@ -38,7 +41,8 @@ impl Teacher {
                 graph.spec.outputs
             )));
         }
-        Ok(Teacher { graph })
+        let plan = GraphPlan::new(graph.clone())?;
+        Ok(Teacher { graph, plan })
     }
 
     /// Raw SFace outputs `[n, 128]` for `[n, 3, 112, 112]` RGB in 0..255 (the graph normalises).
@@ -60,13 +64,13 @@ impl Teacher {
                 for i in 0..n {
                     let one =
                         Tensor::new(&[1, 3, h, w], x.data()[i * per..(i + 1) * per].to_vec())?;
-                    rows.push(self.graph.run(k, vec![(name.clone(), one)])?.remove(0));
+                    rows.push(self.plan.run(k, vec![(name.clone(), one)])?.remove(0));
                 }
                 let flat: Vec<f32> = rows.iter().flat_map(|t| t.data().to_vec()).collect();
                 let d = flat.len() / n.max(1);
                 Tensor::new(&[n, d], flat)?
             }
-            _ => self.graph.run(k, vec![(name, x.clone())])?.remove(0),
+            _ => self.plan.run(k, vec![(name, x.clone())])?.remove(0),
         };
         let d = out.numel() / n.max(1);
         out = out.reshape(&[n, d])?;
