@@ -186,7 +186,11 @@ fn yunet_and_sface_match_tract_on_orl_faces_and_random_inputs() {
     // Splitting the batch over threads computes each face the same way.
     let threaded = teacher.forward_raw_threads(k, &x, 2).unwrap();
     assert_eq!(threaded.shape(), ours.shape());
-    assert_eq!(threaded.data(), ours.data(), "2 threads change the teacher's outputs");
+    assert_eq!(
+        threaded.data(),
+        ours.data(),
+        "2 threads change the teacher's outputs"
+    );
     assert!(teacher.forward_raw_threads(k, &x, 0).is_err());
     let per = 3 * 112 * 112;
     for i in 0..3 {
