@@ -247,10 +247,7 @@ impl GraphPlan {
             let x = if last.get(first) == Some(&s) && !ins[1..].contains(&first) {
                 values.remove(first)
             } else {
-                match values.get(first) {
-                    Some(v) => Some(clone_val(v)),
-                    None => None,
-                }
+                values.get(first).map(clone_val)
             }
             .ok_or_else(|| Error::Shape(format!("value `{first}` is not available")))?;
             let (out, y) = self.eval(k, step, x, &values).map_err(|e| match e {
