@@ -195,10 +195,21 @@ impl GraphPlan {
             }
             i += 1;
         }
+        // Packed weights replace the originals: keep only what the unpacked nodes read.
+        let mut graph = graph;
+        let used: std::collections::HashSet<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Node(i) => Some(&graph.spec.nodes[*i]),
+                _ => None,
+            })
+            .flat_map(|n| n.op.params().into_iter().map(str::to_string))
+            .collect();
+        graph.params.retain(|name, _| used.contains(name));
         Ok(GraphPlan { graph, steps })
     }
 
-    /// The graph this plan runs.
+    /// The graph this plan runs, holding only the parameters its unpacked nodes read.
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
