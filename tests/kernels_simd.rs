@@ -634,3 +634,163 @@ fn batch_norm_train_matches_scalar() {
         }
     }
 }
+
+// ---- imported-graph plans (model::plan): packed once, fused, blocked between convs ----
+
+/// A random graph that exercises every plan route: a scalar affine on the NCHW input, a direct
+/// conv fused with PReLU, a strided asymmetric-padded depthwise conv fused with ReLU, a
+/// pointwise conv read twice (so not fused), blocked PReLU, Add and per-channel affine, a
+/// grouped conv (reference route) fused with ReLU, a max-pool (NCHW fallback), a pointwise conv
+/// with ReLU, flatten and a linear layer; the pointwise output is also a graph output.
+fn random_plan_graph(seed: u64) -> bridgeface::model::graph::Graph {
+    use bridgeface::model::graph::{Graph, GraphInput, GraphSpec, Node, Op};
+    use std::collections::BTreeMap;
+    let mut rng = Rng::new(seed);
+    let mut params = BTreeMap::new();
+    let mut put = |name: &str, shape: &[usize], scale: f32| {
+        let n: usize = shape.iter().product();
+        let data = (0..n).map(|_| rng.range(-1.0, 1.0) * scale).collect();
+        params.insert(name.to_string(), Tensor::new(shape, data).unwrap());
+    };
+    put("aff.s", &[1], 1.0);
+    put("aff.t", &[1], 1.0);
+    put("c1.w", &[19, 5, 3, 3], 0.15);
+    put("c1.b", &[19], 1.0);
+    put("p1", &[19], 0.5);
+    put("dw.w", &[19, 1, 3, 3], 0.3);
+    put("dw.b", &[19], 1.0);
+    put("pw.w", &[21, 19, 1, 1], 0.25);
+    put("p2", &[21], 0.5);
+    put("aff2.s", &[21], 1.0);
+    put("aff2.t", &[21], 1.0);
+    put("gc.w", &[6, 7, 3, 3], 0.1);
+    put("gc.b", &[6], 1.0);
+    put("pw2.w", &[17, 6, 1, 1], 0.4);
+    put("pw2.b", &[17], 1.0);
+    // 9×7 → depthwise stride 2, pads (1,0,1,1) → 5×3 → max-pool 2/2 → 2×1.
+    put("fc.w", &[10, 17 * 2], 0.1);
+    put("fc.b", &[10], 1.0);
+    let node = |name: &str, op: Op, inputs: &[&str], output: &str| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        output: output.into(),
+    };
+    let conv =
+        |w: &str, b: Option<&str>, stride: usize, pads: [usize; 4], groups: usize| Op::Conv {
+            weight: w.into(),
+            bias: b.map(str::to_string),
+            stride: [stride, stride],
+            pads,
+            groups,
+        };
+    let nodes = vec![
+        node(
+            "aff",
+            Op::Affine {
+                scale: "aff.s".into(),
+                shift: "aff.t".into(),
+            },
+            &["x"],
+            "a",
+        ),
+        node("c1", conv("c1.w", Some("c1.b"), 1, [1; 4], 1), &["a"], "b0"),
+        node("p1", Op::PRelu { slope: "p1".into() }, &["b0"], "b"),
+        node(
+            "dw",
+            conv("dw.w", Some("dw.b"), 2, [1, 0, 1, 1], 19),
+            &["b"],
+            "c0",
+        ),
+        node("r1", Op::Relu, &["c0"], "c"),
+        node("pw", conv("pw.w", None, 1, [0; 4], 1), &["c"], "d"),
+        node("p2", Op::PRelu { slope: "p2".into() }, &["d"], "e"),
+        node("add", Op::Add, &["e", "d"], "f"),
+        node(
+            "aff2",
+            Op::Affine {
+                scale: "aff2.s".into(),
+                shift: "aff2.t".into(),
+            },
+            &["f"],
+            "g",
+        ),
+        node("gc", conv("gc.w", Some("gc.b"), 1, [1; 4], 3), &["g"], "h0"),
+        node("r2", Op::Relu, &["h0"], "h"),
+        node(
+            "mp",
+            Op::MaxPool {
+                kernel: [2, 2],
+                stride: [2, 2],
+                pads: [0; 4],
+            },
+            &["h"],
+            "i",
+        ),
+        node(
+            "pw2",
+            conv("pw2.w", Some("pw2.b"), 1, [0; 4], 1),
+            &["i"],
+            "j0",
+        ),
+        node("r3", Op::Relu, &["j0"], "j"),
+        node("fl", Op::Flatten { axis: 1 }, &["j"], "k"),
+        node(
+            "fc",
+            Op::Linear {
+                weight: "fc.w".into(),
+                bias: Some("fc.b".into()),
+            },
+            &["k"],
+            "out",
+        ),
+    ];
+    Graph {
+        spec: GraphSpec {
+            inputs: vec![GraphInput {
+                name: "x".into(),
+                shape: vec![None, Some(5), Some(9), Some(7)],
+            }],
+            outputs: vec!["out".into(), "d".into()],
+            nodes,
+        },
+        params,
+        metadata: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn graph_plan_matches_the_graph_executor_on_every_isa() {
+    use bridgeface::model::plan::GraphPlan;
+    let scalar = Kernels::scalar();
+    for seed in [1u64, 2] {
+        let g = random_plan_graph(seed);
+        let plan = GraphPlan::new(g.clone()).unwrap();
+        for n in [1usize, 3] {
+            let mut rng = Rng::new(seed * 10 + n as u64);
+            let x = Tensor::new(&[n, 5, 9, 7], random(&mut rng, n * 5 * 9 * 7)).unwrap();
+            let want = g.run(&scalar, vec![("x".into(), x.clone())]).unwrap();
+            assert_eq!(want[0].shape(), [n, 10]);
+            assert_eq!(want[1].shape(), [n, 21, 5, 3]);
+            let mut tables = vec![scalar];
+            tables.extend(fast_tables());
+            for k in &tables {
+                let got = plan.run(k, vec![("x".into(), x.clone())]).unwrap();
+                assert_eq!(got.len(), 2);
+                for (gt, wt) in got.iter().zip(&want) {
+                    assert_eq!(gt.shape(), wt.shape());
+                    let what = format!("plan {} seed {seed} batch {n}", k.isa.name());
+                    assert_close(&what, gt.data(), wt.data());
+                }
+            }
+        }
+    }
+    // Wrong inputs are errors, not panics.
+    let plan = GraphPlan::new(random_plan_graph(1)).unwrap();
+    let bad = Tensor::new(&[1, 4, 9, 7], vec![0.0; 4 * 9 * 7]).unwrap();
+    assert!(plan.run(&scalar, vec![("x".into(), bad)]).is_err());
+    assert!(plan.run(&scalar, vec![]).is_err());
+    let mut broken = random_plan_graph(1);
+    broken.params.remove("pw.w");
+    assert!(GraphPlan::new(broken).is_err());
+}

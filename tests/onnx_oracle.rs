@@ -183,6 +183,15 @@ fn yunet_and_sface_match_tract_on_orl_faces_and_random_inputs() {
     batch.extend(random_input(&[1, 3, 112, 112], 7, 0.0, 255.0));
     let x = BTensor::new(&[3, 3, 112, 112], batch.clone()).unwrap();
     let ours = teacher.forward_raw(k, &x).unwrap();
+    // Splitting the batch over threads computes each face the same way.
+    let threaded = teacher.forward_raw_threads(k, &x, 2).unwrap();
+    assert_eq!(threaded.shape(), ours.shape());
+    assert_eq!(
+        threaded.data(),
+        ours.data(),
+        "2 threads change the teacher's outputs"
+    );
+    assert!(teacher.forward_raw_threads(k, &x, 0).is_err());
     let per = 3 * 112 * 112;
     for i in 0..3 {
         let theirs = tract_run(&sface, &[1, 3, 112, 112], &batch[i * per..(i + 1) * per]);

@@ -356,3 +356,53 @@ pub fn linear_via_packed(
         y[b * m..(b + 1) * m].copy_from_slice(&yp[b * mp..b * mp + m]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise ops on blocked activations, for imported graphs whose activation, affine or add
+// could not be fused into a conv epilogue. Padded lanes stay zero (their slope/scale/shift are
+// zero). Plain loops over 16 lanes, which the compiler vectorises.
+
+/// PReLU on a blocked `[cb][pixels][16]` tensor; `slopes` holds [`padded`] channels.
+pub fn prelu_blocked(x: &mut [f32], pixels: usize, slopes: &[f32]) {
+    assert_eq!(x.len(), slopes.len() * pixels, "blocked prelu length");
+    if pixels == 0 {
+        return;
+    }
+    for (xb, s) in x
+        .chunks_exact_mut(pixels * BLOCK)
+        .zip(slopes.chunks_exact(BLOCK))
+    {
+        for px in xb.chunks_exact_mut(BLOCK) {
+            for (v, a) in px.iter_mut().zip(s) {
+                if *v < 0.0 {
+                    *v *= a;
+                }
+            }
+        }
+    }
+}
+
+/// `x = x·scale + shift` per channel on a blocked `[cb][pixels][16]` tensor; `scale` and
+/// `shift` hold [`padded`] channels (zeros in the padding, so padded lanes stay zero).
+pub fn affine_blocked(x: &mut [f32], pixels: usize, scale: &[f32], shift: &[f32]) {
+    assert_eq!(
+        scale.len(),
+        shift.len(),
+        "blocked affine scale/shift lengths"
+    );
+    assert_eq!(x.len(), scale.len() * pixels, "blocked affine length");
+    if pixels == 0 {
+        return;
+    }
+    for ((xb, s), t) in x
+        .chunks_exact_mut(pixels * BLOCK)
+        .zip(scale.chunks_exact(BLOCK))
+        .zip(shift.chunks_exact(BLOCK))
+    {
+        for px in xb.chunks_exact_mut(BLOCK) {
+            for ((v, a), b) in px.iter_mut().zip(s).zip(t) {
+                *v = *v * a + b;
+            }
+        }
+    }
+}

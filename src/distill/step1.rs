@@ -114,7 +114,7 @@ pub fn teacher_features(
                                 .iter()
                                 .map(|&j| teacher_input(&views.view(j)))
                                 .collect::<Result<Vec<_>>>()?;
-                            let e = teacher.forward(k, &Tensor::stack(&xs)?)?;
+                            let e = teacher.forward_threads(k, &Tensor::stack(&xs)?, 1)?;
                             out.extend_from_slice(e.data());
                             bar.inc(group.len() as u64);
                         }

@@ -5,6 +5,7 @@
 use crate::cpu::Kernels;
 use crate::error::{Error, Result};
 use crate::model::graph::Graph;
+use crate::model::plan::GraphPlan;
 use crate::tensor::Tensor;
 
 /// YuNet's fixed input side.
@@ -61,6 +62,8 @@ pub struct Detector {
     pub graph: Graph,
     /// Index into the graph outputs of each name of `output_names()`.
     order: Vec<usize>,
+    /// The graph with its weights packed once (what `forward` runs).
+    plan: GraphPlan,
 }
 
 impl Detector {
@@ -86,7 +89,8 @@ impl Detector {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Detector { graph, order })
+        let plan = GraphPlan::new(graph.clone())?;
+        Ok(Detector { graph, order, plan })
     }
 
     /// The twelve raw outputs for a `[1, 3, 640, 640]` BGR 0..255 input, in `output_names()` order.
@@ -99,7 +103,7 @@ impl Detector {
         }
         let name = self.graph.spec.inputs[0].name.clone();
         let mut outs: Vec<Option<Tensor>> = self
-            .graph
+            .plan
             .run(k, vec![(name, x.clone())])?
             .into_iter()
             .map(Some)

@@ -302,6 +302,18 @@ impl Graph {
             .collect()
     }
 
+    /// One node on NCHW values (for `plan::GraphPlan`'s fallback): `x` is its first input,
+    /// `values` holds the others.
+    pub(crate) fn eval_node(
+        &self,
+        k: &Kernels,
+        node: &Node,
+        x: Tensor,
+        values: &HashMap<String, Tensor>,
+    ) -> Result<Tensor> {
+        self.eval(k, node, x, values)
+    }
+
     fn eval(
         &self,
         k: &Kernels,

@@ -3,5 +3,6 @@
 
 pub mod detector;
 pub mod graph;
+pub mod plan;
 pub mod student;
 pub mod teacher;

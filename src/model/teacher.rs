@@ -4,6 +4,8 @@
 use crate::cpu::Kernels;
 use crate::error::{Error, Result};
 use crate::model::graph::Graph;
+use crate::model::plan::GraphPlan;
+use crate::model::student::default_threads;
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -13,11 +15,16 @@ pub const TEACHER_RESOLUTION: usize = 112;
 pub const TEACHER_EMBEDDING: usize = 128;
 /// OpenCV's FaceRecognizerSF cosine threshold for "same person".
 pub const TEACHER_THRESHOLD: f32 = 0.363;
+/// Faces per run of the graph in one thread: one 112×112 face's largest activation
+/// (64 channels, ~3 MiB) already fills Zen3's L2, so larger chunks only spill to memory.
+pub const TEACHER_FACES_PER_CHUNK: usize = 1;
 
 /// SFace, ready to run.
 #[derive(Clone, Debug)]
 pub struct Teacher {
     pub graph: Graph,
+    /// The graph with its weights packed once (what `forward` runs).
+    plan: GraphPlan,
 }
 
 impl Teacher {
@@ -38,11 +45,20 @@ impl Teacher {
                 graph.spec.outputs
             )));
         }
-        Ok(Teacher { graph })
+        let plan = GraphPlan::new(graph.clone())?;
+        Ok(Teacher { graph, plan })
     }
 
-    /// Raw SFace outputs `[n, 128]` for `[n, 3, 112, 112]` RGB in 0..255 (the graph normalises).
+    /// Raw SFace outputs `[n, 128]` for `[n, 3, 112, 112]` RGB in 0..255 (the graph normalises),
+    /// on one thread.
     pub fn forward_raw(&self, k: &Kernels, x: &Tensor) -> Result<Tensor> {
+        self.forward_raw_threads(k, x, 1)
+    }
+
+    /// `forward_raw` on at most `threads` threads (at least one): each thread takes a contiguous
+    /// share of the batch and runs it [`TEACHER_FACES_PER_CHUNK`] faces at a time (a graph with
+    /// a baked-in batch size runs that many). The result does not depend on the thread count.
+    pub fn forward_raw_threads(&self, k: &Kernels, x: &Tensor, threads: usize) -> Result<Tensor> {
         let [n, c, h, w] = x.dims4("teacher input")?;
         if c != 3 || h != TEACHER_RESOLUTION || w != TEACHER_RESOLUTION {
             return Err(Error::Shape(format!(
@@ -50,37 +66,69 @@ impl Teacher {
                 TEACHER_RESOLUTION
             )));
         }
-        let name = self.graph.spec.inputs[0].name.clone();
-        let fixed_batch = self.graph.spec.inputs[0].shape[0];
-        let mut out = match fixed_batch {
-            // A graph with a baked-in batch size runs one face at a time.
-            Some(b) if b != n => {
-                let per = 3 * h * w;
-                let mut rows = Vec::with_capacity(n);
-                for i in 0..n {
-                    let one =
-                        Tensor::new(&[1, 3, h, w], x.data()[i * per..(i + 1) * per].to_vec())?;
-                    rows.push(self.graph.run(k, vec![(name.clone(), one)])?.remove(0));
-                }
-                let flat: Vec<f32> = rows.iter().flat_map(|t| t.data().to_vec()).collect();
-                let d = flat.len() / n.max(1);
-                Tensor::new(&[n, d], flat)?
-            }
-            _ => self.graph.run(k, vec![(name, x.clone())])?.remove(0),
-        };
-        let d = out.numel() / n.max(1);
-        out = out.reshape(&[n, d])?;
-        if d != TEACHER_EMBEDDING {
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        let chunk = self.graph.spec.inputs[0].shape[0].unwrap_or(TEACHER_FACES_PER_CHUNK);
+        if chunk == 0 || n % chunk != 0 {
             return Err(Error::Shape(format!(
-                "teacher gave {d}-D outputs, expected {TEACHER_EMBEDDING}"
+                "this teacher graph takes batches of {chunk} faces; {n} is not a multiple"
             )));
         }
-        Ok(out)
+        let face = 3 * h * w;
+        let mut out = vec![0.0f32; n * TEACHER_EMBEDDING];
+        let per = n.div_ceil(threads).div_ceil(chunk) * chunk;
+        if per >= n {
+            self.run_faces(k, chunk, x.data(), &mut out)?;
+        } else {
+            std::thread::scope(|s| {
+                let jobs: Vec<_> = x
+                    .data()
+                    .chunks(per * face)
+                    .zip(out.chunks_mut(per * TEACHER_EMBEDDING))
+                    .map(|(xs, ys)| s.spawn(move || self.run_faces(k, chunk, xs, ys)))
+                    .collect();
+                jobs.into_iter().try_for_each(|j| {
+                    j.join()
+                        .map_err(|_| Error::InvalidArgument("a teacher thread panicked".into()))?
+                })
+            })?;
+        }
+        Tensor::new(&[n, TEACHER_EMBEDDING], out)
     }
 
-    /// L2-normalised embeddings `[n, 128]`.
+    /// Runs the plan on the NCHW faces in `x`, `chunk` faces per run, into rows of `y`.
+    fn run_faces(&self, k: &Kernels, chunk: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        let face = 3 * TEACHER_RESOLUTION * TEACHER_RESOLUTION;
+        let name = &self.graph.spec.inputs[0].name;
+        for (xs, ys) in x
+            .chunks(chunk * face)
+            .zip(y.chunks_mut(chunk * TEACHER_EMBEDDING))
+        {
+            let m = xs.len() / face;
+            let t = Tensor::new(&[m, 3, TEACHER_RESOLUTION, TEACHER_RESOLUTION], xs.to_vec())?;
+            let o = self.plan.run(k, vec![(name.clone(), t)])?.remove(0);
+            if o.numel() != ys.len() {
+                return Err(Error::Shape(format!(
+                    "teacher gave {}-D outputs, expected {TEACHER_EMBEDDING}",
+                    o.numel() / m.max(1)
+                )));
+            }
+            ys.copy_from_slice(o.data());
+        }
+        Ok(())
+    }
+
+    /// L2-normalised embeddings `[n, 128]`, on [`default_threads`] threads.
     pub fn forward(&self, k: &Kernels, x: &Tensor) -> Result<Tensor> {
-        let mut e = self.forward_raw(k, x)?;
+        self.forward_threads(k, x, default_threads())
+    }
+
+    /// L2-normalised embeddings `[n, 128]` on at most `threads` threads.
+    pub fn forward_threads(&self, k: &Kernels, x: &Tensor, threads: usize) -> Result<Tensor> {
+        let mut e = self.forward_raw_threads(k, x, threads)?;
         ops::l2_normalize(k, &mut e)?;
         Ok(e)
     }
