@@ -6,18 +6,19 @@
 #
 #   bash scripts/train-weights.sh [RUN_DIR]
 #
-# Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS (step-2
-# passes over all views, default 6), JOBS (step-2 runs in parallel, default 2), SKIP_TRAIN=1 (only
-# redo the evaluation table from RUN_DIR).
+# Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS16 and EPOCHS
+# (step-2 passes over all views at 16 px and at 12/8 px, default 6 and 6), JOBS (step-2 runs in
+# parallel, default 3), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs}
 SYNTH=${SYNTH:-../shared/synth-faces}
 EPOCHS=${EPOCHS:-6}
-JOBS=${JOBS:-2}
+EPOCHS16=${EPOCHS16:-6}
+JOBS=${JOBS:-3}
 mkdir -p "$RUN" weights
-cargo build --release
-B=$PWD/target/release/bridge
+# BRIDGE_BIN: an already built `bridge` (default: build this tree).
+if [ -n "${BRIDGE_BIN:-}" ]; then B=$BRIDGE_BIN; else cargo build --release; B=$PWD/target/release/bridge; fi
 
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   $B distill prepare --out assets/aligned
@@ -28,11 +29,12 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread).
   for r in 16 12 8; do for obj in bridge direct scratch; do echo "$r $obj"; done; done |
     xargs -P "$JOBS" -L 1 sh -c '
-      extra=""; [ "$1" = bridge ] && extra="--f16-out $3/student-$0-bridge-f16.safetensors"
-      "$2" distill step2 --bridge "$3/bridge.safetensors" --resolution "$0" --objective "$1" \
-        --epochs "$4" --student-seed 0 --quiet --out "$3/student-$0-$1.safetensors" $extra \
-        > "$3/step2-$0-$1.log" 2>&1 || { echo "step 2 at $0 px ($1) failed, see $3/step2-$0-$1.log" >&2; exit 255; }
-    ' "$B" "$RUN" "$EPOCHS"
+      B=$0 RUN=$1 r=$4 obj=$5; epochs=$2; [ "$r" = 16 ] && epochs=$3
+      extra=""; [ "$obj" = bridge ] && extra="--f16-out $RUN/student-$r-bridge-f16.safetensors"
+      "$B" distill step2 --bridge "$RUN/bridge.safetensors" --resolution "$r" --objective "$obj" \
+        --epochs "$epochs" --student-seed 0 --quiet --out "$RUN/student-$r-$obj.safetensors" $extra \
+        > "$RUN/step2-$r-$obj.log" 2>&1 || { echo "step 2 at $r px ($obj) failed, see $RUN/step2-$r-$obj.log" >&2; exit 255; }
+    ' "$B" "$RUN" "$EPOCHS" "$EPOCHS16"
   cp "$RUN/student-16-bridge.safetensors" weights/student.safetensors
   cp "$RUN/student-16-bridge-f16.safetensors" weights/student-f16.safetensors
   for r in 12 8; do cp "$RUN/student-$r-bridge.safetensors" "weights/student-$r.safetensors"; done

