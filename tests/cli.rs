@@ -146,8 +146,11 @@ fn embed_and_verify_work_on_png_and_jpeg() {
     );
 }
 
+/// The main job on any student file: it fetches and aligns ORL, then prints the table (the
+/// teacher at 112 recognises ORL almost perfectly; the student row is whatever the weights give)
+/// and the speed line.
 #[test]
-fn demo_runs_without_trained_weights() {
+fn demo_prints_the_orl_table_and_speed() {
     let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
         .arg("demo")
         .current_dir(dir())
@@ -160,7 +163,23 @@ fn demo_runs_without_trained_weights() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("cosine(A, A shifted and tinted)"), "{text}");
+    let row = |label: &str| -> Vec<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no `{label}` row in:\n{text}"));
+        line.split('|')
+            .filter_map(|c| c.trim().strip_suffix('%'))
+            .map(|v| v.trim().parse().unwrap())
+            .collect()
+    };
+    let teacher = row("teacher SFace (112×112)");
+    assert!(teacher[0] >= 99.0 && teacher[1] >= 99.0, "{text}");
+    let lr = row("teacher SFace (16×16");
+    let student = row("student BridgeNet (16×16)");
+    assert_eq!((lr.len(), student.len()), (2, 2), "{text}");
+    assert!(lr[0] < teacher[0], "{text}");
+    assert!(text.contains("faces/s on 1 thread"), "{text}");
 }
 
 #[test]
