@@ -1,7 +1,7 @@
 //! `bridge distill prepare|step1|step2|all`: fetches and aligns the training faces, parses the
 //! options of both steps into `distill` calls, and writes the bridge and the student. No maths.
 
-use super::train::{run_to_file, with_suffix};
+use super::train::{run_to_file, start_or_resume};
 use crate::assets;
 use crate::autograd::loss::Margin;
 use crate::cpu;
@@ -13,7 +13,7 @@ use crate::distill::step2::{initial_state, Lambdas, Multitask, Target};
 use crate::distill::{run_step1, Bridge, Step1Options};
 use crate::error::{Error, Result};
 use crate::model::student::StudentParams;
-use crate::train::{checkpoint, TrainConfig};
+use crate::train::TrainConfig;
 use crate::weights::StoreDtype;
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -325,18 +325,9 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
         b.head.metadata.get("data").cloned().unwrap_or_default(),
         o.student_seed
     );
-    let ckpt = with_suffix(out, ".ckpt");
-    let mut state = if o.resume {
-        if !ckpt.exists() {
-            return Err(Error::MissingAsset(format!(
-                "no checkpoint {} to resume; run without --resume to start",
-                ckpt.display()
-            )));
-        }
-        checkpoint::load(&ckpt, &cfg)?
-    } else {
-        initial_state(&cfg, b.identities, centres, provenance)?
-    };
+    let mut state = start_or_resume(out, &cfg, o.resume, || {
+        initial_state(&cfg, b.identities, centres, provenance)
+    })?;
     let objective = Multitask {
         targets: &targets,
         lambdas,

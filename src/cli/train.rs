@@ -182,18 +182,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = args.config();
     let folder = ImageFolder::open(&args.data)?;
     let source = Arc::new(Source::Folder(folder));
-    let ckpt = with_suffix(&args.out, ".ckpt");
-    let mut state = if args.resume {
-        if !ckpt.exists() {
-            return Err(Error::MissingAsset(format!(
-                "no checkpoint {} to resume; run without --resume to start",
-                ckpt.display()
-            )));
-        }
-        checkpoint::load(&ckpt, &cfg)?
-    } else {
-        TrainState::new(&cfg, source.classes())?
-    };
+    let mut state = start_or_resume(&args.out, &cfg, args.resume, || {
+        TrainState::new(&cfg, source.classes())
+    })?;
     run_to_file(
         k,
         &cfg,
@@ -205,6 +196,26 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &train::Classification,
     )
     .map(|_| ())
+}
+
+/// The state to train from: OUT.ckpt when resuming (an error if it is missing), else `fresh()`.
+pub(super) fn start_or_resume(
+    out: &Path,
+    cfg: &TrainConfig,
+    resume: bool,
+    fresh: impl FnOnce() -> Result<TrainState>,
+) -> Result<TrainState> {
+    if !resume {
+        return fresh();
+    }
+    let ckpt = with_suffix(out, ".ckpt");
+    if !ckpt.exists() {
+        return Err(Error::MissingAsset(format!(
+            "no checkpoint {} to resume; run without --resume to start",
+            ckpt.display()
+        )));
+    }
+    checkpoint::load(&ckpt, cfg)
 }
 
 /// Runs a prepared state to the end (or to Ctrl-C, which saves OUT.ckpt) and writes the student

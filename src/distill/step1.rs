@@ -100,43 +100,13 @@ pub fn teacher_features(
     let threads = threads.max(1);
     while done < total {
         let end = (done + chunk).min(total);
-        let ids: Vec<usize> = (done..end).collect();
-        let per = ids.len().div_ceil(threads);
-        let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ids
-                .chunks(per.max(1))
-                .map(|part| {
-                    let bar = &bar;
-                    s.spawn(move || -> Result<Vec<f32>> {
-                        let mut out = Vec::with_capacity(part.len() * d);
-                        for group in part.chunks(8) {
-                            let xs = group
-                                .iter()
-                                .map(|&j| teacher_input(&views.view(j)))
-                                .collect::<Result<Vec<_>>>()?;
-                            let e = teacher.forward_threads(k, &Tensor::stack(&xs)?, 1)?;
-                            out.extend_from_slice(e.data());
-                            bar.inc(group.len() as u64);
-                        }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidArgument("a teacher thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut at = done * d;
-        for p in parts {
-            let p = p?;
-            feats[at..at + p.len()].copy_from_slice(&p);
-            at += p.len();
-        }
+        // The teacher splits each chunk over the threads itself.
+        let xs = (done..end)
+            .map(|j| teacher_input(&views.view(j)))
+            .collect::<Result<Vec<_>>>()?;
+        let e = teacher.forward_threads(k, &Tensor::stack(&xs)?, threads)?;
+        feats[done * d..end * d].copy_from_slice(e.data());
+        bar.inc((end - done) as u64);
         done = end;
         let mut meta = identity.clone();
         meta.insert("format".into(), FEATURES_FORMAT.into());

@@ -13,7 +13,7 @@ use crate::data::image::{self, Rgb8};
 use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
 use crate::model::student::{Normalization, StudentNet};
-use crate::model::teacher::{Teacher, TEACHER_EMBEDDING, TEACHER_RESOLUTION};
+use crate::model::teacher::{Teacher, TEACHER_RESOLUTION};
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -75,7 +75,7 @@ impl FaceEmbedder for StudentEmbedder {
 }
 
 /// The SFace teacher, optionally followed by the step-1 bridge head (then it embeds into the
-/// space the student was distilled to mimic). Faces are split over `threads` threads.
+/// space the student was distilled to mimic), on all CPUs.
 pub struct TeacherEmbedder {
     teacher: Teacher,
     head: Option<BridgeHead>,
@@ -98,24 +98,6 @@ impl TeacherEmbedder {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
-
-    fn embed_chunk(&self, faces: &[Rgb8]) -> Result<Vec<f32>> {
-        let raw = Normalization {
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
-        let inputs = faces
-            .iter()
-            .map(|f| image::to_input(f, TEACHER_RESOLUTION, &raw))
-            .collect::<Result<Vec<_>>>()?;
-        let mut e = self
-            .teacher
-            .forward_threads(self.kernels, &Tensor::stack(&inputs)?, 1)?;
-        if let Some(h) = &self.head {
-            e = h.forward(self.kernels, &e)?;
-        }
-        Ok(e.data().to_vec())
-    }
 }
 
 impl FaceEmbedder for TeacherEmbedder {
@@ -134,25 +116,21 @@ impl FaceEmbedder for TeacherEmbedder {
         if faces.is_empty() {
             return Err(Error::EmptyInput("no faces to embed".into()));
         }
-        let per = faces.len().div_ceil(self.threads.max(1));
-        let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = faces
-                .chunks(per.max(1))
-                .map(|c| s.spawn(move || self.embed_chunk(c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidArgument("a teacher thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut flat = Vec::with_capacity(faces.len() * TEACHER_EMBEDDING);
-        for p in parts {
-            flat.extend(p?);
+        let raw = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let inputs = faces
+            .iter()
+            .map(|f| image::to_input(f, TEACHER_RESOLUTION, &raw))
+            .collect::<Result<Vec<_>>>()?;
+        // The teacher splits the batch over threads itself.
+        let e =
+            self.teacher
+                .forward_threads(self.kernels, &Tensor::stack(&inputs)?, self.threads)?;
+        match &self.head {
+            Some(h) => h.forward(self.kernels, &e),
+            None => Ok(e),
         }
-        Tensor::new(&[faces.len(), TEACHER_EMBEDDING], flat)
     }
 }
