@@ -198,3 +198,166 @@ extern "C" __global__ void __launch_bounds__(256)
     dwpw_bias_prelu(x, dw_w, dw_b, dw_alpha, pw_w, pw_b, pw_alpha, residual, y, n, c_in, h, wd,
                     stride, c_out);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core versions for f16 storage: the same GEMM (and the same fused depthwise column) on
+// `mma.sync.m16n8k16` with f16 inputs and f32 accumulation. Raw PTX, so NVRTC needs no headers.
+// Tile: 64 output channels x 128 columns per block of 256 threads (8 warps, 2 x 4, each 32 x 32),
+// k in steps of 32. The operands are staged in shared memory as f16 with k contiguous; the
+// accumulators go through shared memory once more so that bias, PReLU, residual and the f16
+// store are applied in f32 on coalesced rows, rounding once, exactly as the scalar epilogue.
+
+#define MMA_BM 64
+#define MMA_BN 128
+#define MMA_BK 32
+#define MMA_KP (MMA_BK + 8)   // row pitch in halves (80 bytes): word-aligned, conflict-free reads
+#define MMA_CP (MMA_BN + 4)   // accumulator row pitch in floats
+
+__device__ __forceinline__ half_bits f32_to_half_bits(float v) {
+    half_bits h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+
+// sm_80 and newer only; the host never launches these kernels on older GPUs (see
+// CudaDevice::tensor_cores), where this compiles to a trap.
+__device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const unsigned* b) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+}
+
+template <typename Column>
+__device__ void pointwise_mma(Column col, const half_bits* __restrict__ w,
+                              const float* __restrict__ bias, const float* alpha,
+                              const half_bits* residual, half_bits* __restrict__ y, int n,
+                              int c_in, int c_out, int hw) {
+    // One buffer: the f16 operand tiles during the k loop, then the f32 accumulator tile.
+    __shared__ __align__(16) unsigned char smem[MMA_BM * MMA_CP * 4];
+    half_bits(*As)[MMA_KP] = reinterpret_cast<half_bits(*)[MMA_KP]>(smem);
+    half_bits(*Bs)[MMA_KP] = reinterpret_cast<half_bits(*)[MMA_KP]>(smem + MMA_BM * MMA_KP * 2);
+    float(*Cs)[MMA_CP] = reinterpret_cast<float(*)[MMA_CP]>(smem);
+
+    const int t = threadIdx.x;
+    const int lane = t & 31, warp = t >> 5;
+    const int g = lane >> 2, q = lane & 3;
+    const int wm = warp >> 2, wn = warp & 3;  // warp tile: rows wm*32.., columns wn*32..
+    const int m0 = blockIdx.y * MMA_BM;
+    const long long j0 = (long long)blockIdx.x * MMA_BN;
+    const long long cols = (long long)n * hw;
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+
+    const int a_row = t >> 2, a_k0 = (t & 3) * 8;    // A: one row, 8 consecutive k
+    const int b_col = t & (MMA_BN - 1), b_k0 = t >> 7;  // B: one column, k = b_k0 + 2l
+    col.init(j0 + b_col, cols);
+
+    for (int k0 = 0; k0 < c_in; k0 += MMA_BK) {
+        {
+            const int m = m0 + a_row;
+#pragma unroll
+            for (int l = 0; l < 8; ++l) {
+                const int k = k0 + a_k0 + l;
+                As[a_row][a_k0 + l] =
+                    (m < c_out && k < c_in) ? w[(long long)m * c_in + k] : (half_bits)0;
+            }
+        }
+#pragma unroll
+        for (int l = 0; l < MMA_BK / 2; ++l) {
+            const int kk = b_k0 + 2 * l;
+            const int k = k0 + kk;
+            Bs[b_col][kk] = (col.valid && k < c_in) ? f32_to_half_bits(col.load(k)) : (half_bits)0;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < MMA_BK; ks += 16) {
+            unsigned a[2][4], b[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const int r = wm * 32 + mi * 16 + g;
+                a[mi][0] = *reinterpret_cast<const unsigned*>(&As[r][ks + 2 * q]);
+                a[mi][1] = *reinterpret_cast<const unsigned*>(&As[r + 8][ks + 2 * q]);
+                a[mi][2] = *reinterpret_cast<const unsigned*>(&As[r][ks + 2 * q + 8]);
+                a[mi][3] = *reinterpret_cast<const unsigned*>(&As[r + 8][ks + 2 * q + 8]);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) {
+                const int c = wn * 32 + ni * 8 + g;
+                b[ni][0] = *reinterpret_cast<const unsigned*>(&Bs[c][ks + 2 * q]);
+                b[ni][1] = *reinterpret_cast<const unsigned*>(&Bs[c][ks + 2 * q + 8]);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 4; ++ni) mma_16816(acc[mi][ni], a[mi], b[ni]);
+        }
+        __syncthreads();
+    }
+
+    // Accumulators to shared memory (the operand tiles are dead after the last barrier).
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                Cs[wm * 32 + mi * 16 + g + 8 * (r >> 1)][wn * 32 + ni * 8 + 2 * q + (r & 1)] =
+                    acc[mi][ni][r];
+    __syncthreads();
+
+    // Epilogue on rows: consecutive threads take consecutive columns (pixels) of one channel.
+    for (int idx = t; idx < MMA_BM * MMA_BN; idx += 256) {
+        const int row = idx / MMA_BN, c = idx - row * MMA_BN;
+        const int m = m0 + row;
+        const long long j = j0 + c;
+        if (m >= c_out || j >= cols) continue;
+        const long long b = j / hw, p = j - b * hw;
+        const long long o = (b * c_out + m) * hw + p;
+        float v = bias_prelu(Cs[row][c], bias[m], alpha, m);
+        if (residual != nullptr) v += load_f32(residual, o);
+        store_f32(y, o, v);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    pointwise_mma_f16(const half_bits* x, const half_bits* w, const float* bias,
+                      const float* alpha, const half_bits* residual, half_bits* y, int n,
+                      int c_in, int c_out, int hw) {
+    PlainColumn<half_bits> col;
+    col.x = x;
+    col.c_in = c_in;
+    col.hw = hw;
+    pointwise_mma(col, w, bias, alpha, residual, y, n, c_in, c_out, hw);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    dwpw_mma_f16(const half_bits* x, const half_bits* dw_w, const float* dw_b,
+                 const float* dw_alpha, const half_bits* pw_w, const float* pw_b,
+                 const float* pw_alpha, const half_bits* residual, half_bits* y, int n,
+                 int c_in, int h, int wd, int stride, int c_out) {
+    DepthwiseColumn<half_bits> col;
+    col.x = x;
+    col.dw_w = dw_w;
+    col.dw_b = dw_b;
+    col.dw_alpha = dw_alpha;
+    col.c_in = c_in;
+    col.h = h;
+    col.wd = wd;
+    col.stride = stride;
+    const int oh = (h - 1) / stride + 1;
+    col.ow = (wd - 1) / stride + 1;
+    col.hw = oh * col.ow;
+    pointwise_mma(col, pw_w, pw_b, pw_alpha, residual, y, n, c_in, c_out, col.hw);
+}

@@ -6,7 +6,7 @@
 
 use bridgeface::cpu::{scalar, ConvGeom};
 use bridgeface::cuda::student::{self, DevBuf};
-use bridgeface::cuda::{device, CudaDevice, CudaStudent, Precision};
+use bridgeface::cuda::{device, CudaDevice, CudaStudent, Gemm, Precision};
 use bridgeface::model::student::{StudentInfo, StudentParams};
 use bridgeface::rng::Rng;
 use bridgeface::Tensor;
@@ -360,5 +360,216 @@ fn cuda_open_matches_device_presence() {
             CudaDevice::open(count).is_err(),
             "an absent ordinal must be an error"
         );
+    }
+}
+
+/// The tensor-core (f16 `mma.sync`) pointwise and fused depthwise+pointwise kernels against the
+/// scalar reference, on shapes that leave partial tiles in every direction (k not a multiple of
+/// 16 or 32, channels not of 64, columns not of 128). f16 bound 2e-3.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_tensor_core_kernels_match_scalar() {
+    let dev = gpu();
+    if !dev.tensor_cores() {
+        panic!(
+            "GPU tests did NOT run: {} has no sm_80+ tensor cores",
+            dev.arch
+        );
+    }
+    let p = Precision::F16;
+    let mut rng = Rng::new(11);
+    for &(n, c, h, w, stride, c_out, residual) in &[
+        (2, 32, 16, 16, 1, 64, false),
+        (3, 64, 16, 17, 2, 64, false),
+        (2, 128, 4, 4, 1, 128, true),
+        (1, 37, 7, 8, 2, 70, false),
+        (4, 20, 5, 5, 1, 20, true),
+        (9, 256, 4, 4, 1, 256, true),
+        (1, 3, 1, 1, 1, 1, false),
+    ] {
+        let x = stored(&rand_vec(&mut rng, n * c * h * w, 1.0), p);
+        let dw = stored(&rand_vec(&mut rng, c * 9, 0.3), p);
+        let (db, da) = (rand_vec(&mut rng, c, 0.1), rand_vec(&mut rng, c, 0.25));
+        let pw = stored(&rand_vec(&mut rng, c_out * c, (2.0 / c as f32).sqrt()), p);
+        let (pb, pa) = (
+            rand_vec(&mut rng, c_out, 0.1),
+            rand_vec(&mut rng, c_out, 0.25),
+        );
+        let s = dev.stream();
+        let up = |v: &[f32]| s.clone_htod(v).unwrap();
+        let (dbd, dad, pbd, pad) = (up(&db), up(&da), up(&pb), up(&pa));
+        let dwd = DevBuf::upload(&dev, &dw, p).unwrap();
+        let pwd = DevBuf::upload(&dev, &pw, p).unwrap();
+        let xd = DevBuf::upload(&dev, &x, p).unwrap();
+
+        // Plain pointwise on the block input (stride 1 shape).
+        let g1 = ConvGeom::square(n, c, h, w, c_out, 1, 1, 0, 1);
+        let mut want = vec![0.0; g1.output_len()];
+        scalar::conv2d(&g1, &x, &pw, Some(&pb), &mut want);
+        scalar::prelu(n, c_out, h * w, &mut want, &pa);
+        let res = residual.then_some(&xd);
+        if residual {
+            scalar::add(&mut want, &x);
+        }
+        let mut y = DevBuf::zeros(&dev, want.len(), p).unwrap();
+        student::pointwise_on(
+            Gemm::TensorCores,
+            &dev,
+            &xd,
+            &pwd,
+            &pbd,
+            Some(&pad),
+            res,
+            &mut y,
+            [n, c, h * w],
+            c_out,
+        )
+        .unwrap();
+        check(
+            "tensor-core pointwise",
+            &y.read(&dev, want.len()).unwrap(),
+            &want,
+            p,
+        );
+
+        // The fused block.
+        let g = ConvGeom::square(n, c, h, w, c, 3, stride, 1, c);
+        let mut mid = vec![0.0; g.output_len()];
+        scalar::conv2d(&g, &x, &dw, Some(&db), &mut mid);
+        let hw = g.out_h() * g.out_w();
+        scalar::prelu(n, c, hw, &mut mid, &da);
+        let g2 = ConvGeom::square(n, c, g.out_h(), g.out_w(), c_out, 1, 1, 0, 1);
+        let mut want = vec![0.0; g2.output_len()];
+        scalar::conv2d(&g2, &mid, &pw, Some(&pb), &mut want);
+        scalar::prelu(n, c_out, hw, &mut want, &pa);
+        let residual = residual && stride == 1;
+        if residual {
+            scalar::add(&mut want, &x);
+        }
+        let mut y = DevBuf::zeros(&dev, want.len(), p).unwrap();
+        student::depthwise_pointwise_on(
+            Gemm::TensorCores,
+            &dev,
+            &xd,
+            (&dwd, &dbd, Some(&dad)),
+            (&pwd, &pbd, Some(&pad)),
+            residual,
+            &mut y,
+            [n, c, h, w],
+            stride,
+            c_out,
+        )
+        .unwrap();
+        check(
+            "tensor-core depthwise+pointwise",
+            &y.read(&dev, want.len()).unwrap(),
+            &want,
+            p,
+        );
+    }
+    // f32 storage is refused, not silently run on f16 tensor cores.
+    let x32 = DevBuf::zeros(&dev, 16, Precision::F32).unwrap();
+    let w32 = DevBuf::zeros(&dev, 16, Precision::F32).unwrap();
+    let b = dev.stream().clone_htod(&[0.0f32; 4]).unwrap();
+    let mut y32 = DevBuf::zeros(&dev, 16, Precision::F32).unwrap();
+    let e = student::pointwise_on(
+        Gemm::TensorCores,
+        &dev,
+        &x32,
+        &w32,
+        &b,
+        None,
+        None,
+        &mut y32,
+        [1, 4, 4],
+        4,
+    );
+    assert!(e.is_err(), "f32 buffers ran on the f16 tensor-core kernel");
+}
+
+/// One student, every way of running it: launches vs the captured CUDA graph (bit-identical),
+/// the pipelined pinned-memory `forward` of more than two chunks vs one whole-batch launch
+/// (bit-identical: every face's arithmetic is independent of the batch), tensor cores vs FMA
+/// in f16, and the first and last faces against the scalar CPU forward.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_student_graph_pipeline_and_engines_agree() {
+    use bridgeface::cuda::student::PIPELINE_CHUNK;
+    let dev = gpu();
+    let k = bridgeface::cpu::Kernels::scalar();
+    let r = 16;
+    let net = StudentParams::random(StudentInfo::new(r).unwrap(), 3)
+        .fold()
+        .unwrap();
+    let layers = bridgeface::cli::device::student_layers(&net).unwrap();
+    let mut rng = Rng::new(12);
+    let n = 2 * PIPELINE_CHUNK + 37;
+    let face = 3 * r * r;
+    let x = rand_vec(&mut rng, n * face, 1.0);
+    let spot: Vec<usize> = (0..4).chain(n - 4..n).collect();
+    let spot_x: Vec<f32> = spot
+        .iter()
+        .flat_map(|&i| x[i * face..(i + 1) * face].to_vec())
+        .collect();
+    let want = net
+        .forward(&k, &Tensor::new(&[spot.len(), 3, r, r], spot_x).unwrap())
+        .unwrap();
+    let mut engines = vec![(Precision::F32, Gemm::Fma), (Precision::F16, Gemm::Fma)];
+    if dev.tensor_cores() {
+        engines.push((Precision::F16, Gemm::TensorCores));
+    }
+    let mut f16_results = Vec::new();
+    for (p, gemm) in engines {
+        let mut g = CudaStudent::new(dev.clone(), &layers, p).unwrap();
+        g.set_gemm(gemm).unwrap();
+        // Graph vs launches, at a small batch.
+        let small = 5;
+        g.upload_input(&x[..small * face], small).unwrap();
+        g.enqueue(small).unwrap();
+        let launched = g.read_embeddings(small).unwrap();
+        g.enqueue_graph(small).unwrap();
+        let graphed = g.read_embeddings(small).unwrap();
+        g.enqueue_graph(small).unwrap();
+        assert_eq!(
+            graphed,
+            g.read_embeddings(small).unwrap(),
+            "{p:?} {gemm:?}: graph replay differs"
+        );
+        assert_eq!(
+            launched, graphed,
+            "{p:?} {gemm:?}: graph differs from launches"
+        );
+        // Pipelined forward vs one launch over the whole batch.
+        let piped = g.forward(&x, n).unwrap();
+        g.upload_input(&x, n).unwrap();
+        g.enqueue(n).unwrap();
+        let whole = g.read_embeddings(n).unwrap();
+        assert_eq!(piped.len(), whole.len());
+        if let Some(i) = piped.iter().zip(&whole).position(|(a, b)| a != b) {
+            panic!(
+                "{p:?} {gemm:?}: pipelined forward differs at value {i} ({} vs {})",
+                piped[i], whole[i]
+            );
+        }
+        let got: Vec<f32> = spot
+            .iter()
+            .flat_map(|&i| piped[i * 128..(i + 1) * 128].to_vec())
+            .collect();
+        let bound = match p {
+            Precision::F32 => 1e-5,
+            Precision::F16 => 1e-2,
+        };
+        let e = rel_err(&got, want.data());
+        assert!(
+            e <= bound,
+            "{p:?} {gemm:?}: pipelined vs scalar error {e:e} > {bound:e}"
+        );
+        if p == Precision::F16 {
+            f16_results.push(piped);
+        }
+    }
+    if let [fma, tc] = &f16_results[..] {
+        let e = rel_err(tc, fma);
+        assert!(e <= 1e-2, "tensor cores vs FMA in f16: error {e:e} > 1e-2");
     }
 }

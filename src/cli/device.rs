@@ -139,7 +139,7 @@ fn bench_cuda_impl(_ordinal: usize, _runs: usize) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
-    use crate::cuda::{bench::bench_student, CudaDevice, CudaStudent, Precision};
+    use crate::cuda::{bench::bench_student, CudaDevice, CudaStudent, Gemm, Precision};
     use crate::model::student::{StudentInfo, StudentParams};
     let r = 16;
     let net = StudentParams::random(StudentInfo::new(r)?, 0).fold()?;
@@ -151,18 +151,27 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
         dev.arch,
         crate::cuda::compile::nvrtc_version()?
     );
-    for p in [Precision::F32, Precision::F16] {
+    let mut configs = vec![(Precision::F32, Gemm::Fma), (Precision::F16, Gemm::Fma)];
+    if dev.tensor_cores() {
+        configs.push((Precision::F16, Gemm::TensorCores));
+    }
+    for (p, gemm) in configs {
         let mut student = CudaStudent::new(dev.clone(), &layers, p)?;
+        student.set_gemm(gemm)?;
         for fused in [true, false] {
             student.set_fused(fused);
             for row in bench_student(&mut student, r, &CUDA_BENCH_BATCHES, runs)? {
                 println!(
-                    "student {r}x{r} device=cuda:{ordinal} precision={} blocks={} batch={}: {:.0} faces/s (median {:.4} ms kernels, {:.4} ms with host copies; {runs} runs)",
+                    "student {r}x{r} device=cuda:{ordinal} precision={} gemm={} blocks={} batch={}: {:.0} faces/s kernels (median {:.4} ms), {:.0} faces/s as a CUDA graph ({:.4} ms), {:.0} faces/s with host copies ({:.4} ms wall); {runs} runs",
                     p.name(),
+                    gemm.name(),
                     if fused { "fused" } else { "dw+pw" },
                     row.batch,
                     row.faces_per_s,
                     row.median_ms,
+                    row.faces_per_s_graph(),
+                    row.median_ms_graph,
+                    row.faces_per_s_with_copies(),
                     row.median_ms_with_copies
                 );
             }

@@ -39,6 +39,8 @@ pub const SOURCES: [KernelSource; 4] = [
             "pointwise_bias_prelu_f16",
             "dwpw_bias_prelu_f32",
             "dwpw_bias_prelu_f16",
+            "pointwise_mma_f16",
+            "dwpw_mma_f16",
         ],
     },
     KernelSource {

@@ -18,6 +18,8 @@ pub struct CudaDevice {
     pub ordinal: usize,
     pub name: String,
     pub arch: String,
+    /// Compute capability (major, minor).
+    pub compute: (i32, i32),
 }
 
 /// How many CUDA devices the driver sees (0 when there is no driver or no GPU).
@@ -55,6 +57,13 @@ impl CudaDevice {
                 )));
             }
             let ctx = CudaContext::new(ordinal).map_err(driver_err("creating the context"))?;
+            // Every buffer of this crate lives on the one stream below, and the few cross-stream
+            // hand-offs (the copy stream of `CudaStudent::forward`) use explicit events. cudarc's
+            // per-buffer event tracking would also record events inside CUDA-graph capture, so
+            // it is turned off before the first allocation.
+            // SAFETY: nothing has been allocated in this context yet; synchronisation between
+            // streams is then ours, and every cross-stream use in this crate waits on an event.
+            unsafe { ctx.disable_event_tracking() };
             let cc = ctx
                 .compute_capability()
                 .map_err(driver_err("reading the compute capability"))?;
@@ -73,7 +82,9 @@ impl CudaDevice {
                 }
                 modules.push(module);
             }
-            let stream = ctx.default_stream();
+            // A stream of our own, not the legacy NULL stream: graphs can only be captured on
+            // the former.
+            let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
             Ok(CudaDevice {
                 ctx,
                 stream,
@@ -82,6 +93,7 @@ impl CudaDevice {
                 ordinal,
                 name,
                 arch,
+                compute: cc,
             })
         })
     }
@@ -91,6 +103,11 @@ impl CudaDevice {
         self.functions
             .get(name)
             .ok_or_else(|| Error::Cuda(format!("kernel `{name}` is not loaded")))
+    }
+
+    /// Whether the f16 `mma.sync` tensor-core kernels can run here (sm_80 or newer).
+    pub fn tensor_cores(&self) -> bool {
+        self.compute.0 >= 8
     }
 
     /// Blocks until every queued kernel and copy has finished.

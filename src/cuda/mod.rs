@@ -8,7 +8,7 @@ pub mod device;
 pub mod student;
 
 pub use device::CudaDevice;
-pub use student::{CudaStudent, Precision, StudentLayers};
+pub use student::{CudaStudent, Gemm, Precision, StudentLayers};
 
 use crate::error::{Error, Result};
 

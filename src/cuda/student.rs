@@ -5,8 +5,12 @@
 use super::device::CudaDevice;
 use super::driver_err;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    sys, CudaEvent, CudaGraph, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PinnedHostSlice,
+    PushKernelArg,
+};
 use half::f16;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Storage precision of activations and conv/linear weights. Arithmetic is always f32; biases
@@ -117,6 +121,66 @@ impl DevBuf {
 
 fn to_f16_bits(data: &[f32]) -> Vec<u16> {
     data.iter().map(|&v| f16::from_f32(v).to_bits()).collect()
+}
+
+/// Which engine runs the pointwise GEMMs (plain or with the depthwise fused in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gemm {
+    /// f32 FMA tiles (`*_bias_prelu_{f32,f16}`): any precision, any GPU.
+    Fma,
+    /// `mma.sync` f16 tensor cores with f32 accumulation (`*_mma_f16`): f16 storage, sm_80+.
+    TensorCores,
+}
+
+impl Gemm {
+    fn check(self, dev: &CudaDevice, p: Precision) -> Result<()> {
+        if self == Gemm::TensorCores {
+            if p != Precision::F16 {
+                return Err(Error::Cuda(
+                    "the tensor-core kernels take f16 storage only".into(),
+                ));
+            }
+            if !dev.tensor_cores() {
+                return Err(Error::Cuda(format!(
+                    "{} ({}) has no f16 mma.sync tensor cores (sm_80 or newer needed)",
+                    dev.name, dev.arch
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel(self, stem: &str, p: Precision) -> String {
+        match self {
+            Gemm::Fma => format!("{stem}_bias_prelu_{}", p.suffix()),
+            Gemm::TensorCores => format!("{stem}_mma_f16"),
+        }
+    }
+
+    /// The grid over (columns, output channels) and the block each kernel assumes.
+    fn launch_config(self, cols: usize, c_out: usize) -> Result<LaunchConfig> {
+        let (bn, bm, block) = match self {
+            Gemm::Fma => (64, 64, (16, 16, 1)),
+            Gemm::TensorCores => (128, 64, (256, 1, 1)),
+        };
+        Ok(LaunchConfig {
+            grid_dim: (
+                u32::try_from(cols.div_ceil(bn).max(1))
+                    .map_err(|_| Error::Shape("batch too large".into()))?,
+                c_out.div_ceil(bm).max(1) as u32,
+                1,
+            ),
+            block_dim: block,
+            shared_mem_bytes: 0,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Gemm::Fma => "fma",
+            Gemm::TensorCores => "tensor-cores",
+        }
+    }
 }
 
 /// A null device pointer, for the optional PReLU slopes and residual input.
@@ -297,10 +361,28 @@ pub fn pointwise(
     alpha: Option<&CudaSlice<f32>>,
     residual: Option<&DevBuf>,
     y: &mut DevBuf,
+    dims: [usize; 3],
+    c_out: usize,
+) -> Result<()> {
+    pointwise_on(Gemm::Fma, dev, x, w, bias, alpha, residual, y, dims, c_out)
+}
+
+/// `pointwise` on the chosen GEMM engine (tensor cores: f16 storage on sm_80 or newer).
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_on(
+    gemm: Gemm,
+    dev: &CudaDevice,
+    x: &DevBuf,
+    w: &DevBuf,
+    bias: &CudaSlice<f32>,
+    alpha: Option<&CudaSlice<f32>>,
+    residual: Option<&DevBuf>,
+    y: &mut DevBuf,
     [n, c_in, hw]: [usize; 3],
     c_out: usize,
 ) -> Result<()> {
     let p = same_precision(&[x, w, y])?;
+    gemm.check(dev, p)?;
     need(x.len(), n * c_in * hw, "pointwise input")?;
     need(w.len(), c_out * c_in, "pointwise weight")?;
     need(bias.len(), c_out, "pointwise bias")?;
@@ -316,18 +398,8 @@ pub fn pointwise(
         dim(c_out, "c_out")?,
         dim(hw, "hw")?,
     ];
-    let cols = n * hw;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            u32::try_from(cols.div_ceil(64).max(1))
-                .map_err(|_| Error::Shape("batch too large".into()))?,
-            c_out.div_ceil(64).max(1) as u32,
-            1,
-        ),
-        block_dim: (16, 16, 1),
-        shared_mem_bytes: 0,
-    };
-    let f = dev.function(&format!("pointwise_bias_prelu_{}", p.suffix()))?;
+    let cfg = gemm.launch_config(n * hw, c_out)?;
+    let f = dev.function(&gemm.kernel("pointwise", p))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
     push(&mut b, w);
@@ -343,8 +415,9 @@ pub fn pointwise(
     for v in &a {
         b.arg(v);
     }
-    // SAFETY: matches `pointwise_bias_prelu_*` in kernels/pointwise.cu (16×16 threads, the
-    // tile shape it assumes); sizes checked above; `residual` is read-only and never `y`.
+    // SAFETY: matches `pointwise_bias_prelu_*` / `pointwise_mma_f16` in kernels/pointwise.cu
+    // (the block shape each assumes comes from `Gemm::launch_config`); sizes checked above;
+    // `residual` is read-only and never `y`; the tensor-core kernel only runs on sm_80+.
     unsafe { b.launch(cfg) }.map_err(driver_err("pointwise launch"))?;
     Ok(())
 }
@@ -361,11 +434,30 @@ pub fn depthwise_pointwise(
     pw: (&DevBuf, &CudaSlice<f32>, Option<&CudaSlice<f32>>),
     residual: bool,
     y: &mut DevBuf,
+    dims: [usize; 4],
+    stride: usize,
+    c_out: usize,
+) -> Result<()> {
+    depthwise_pointwise_on(Gemm::Fma, dev, x, dw, pw, residual, y, dims, stride, c_out)
+}
+
+/// `depthwise_pointwise` on the chosen GEMM engine (tensor cores: f16 on sm_80 or newer; the
+/// depthwise output is rounded to f16 once, as the tensor cores take f16 operands).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_pointwise_on(
+    gemm: Gemm,
+    dev: &CudaDevice,
+    x: &DevBuf,
+    dw: (&DevBuf, &CudaSlice<f32>, Option<&CudaSlice<f32>>),
+    pw: (&DevBuf, &CudaSlice<f32>, Option<&CudaSlice<f32>>),
+    residual: bool,
+    y: &mut DevBuf,
     [n, c_in, h, wd]: [usize; 4],
     stride: usize,
     c_out: usize,
 ) -> Result<()> {
     let p = same_precision(&[x, dw.0, pw.0, y])?;
+    gemm.check(dev, p)?;
     if stride == 0 || h == 0 || wd == 0 {
         return Err(Error::Shape(
             "depthwise_pointwise needs a non-empty input and stride ≥ 1".into(),
@@ -393,18 +485,8 @@ pub fn depthwise_pointwise(
         dim(stride, "stride")?,
         dim(c_out, "c_out")?,
     ];
-    let cols = n * oh * ow;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            u32::try_from(cols.div_ceil(64).max(1))
-                .map_err(|_| Error::Shape("batch too large".into()))?,
-            c_out.div_ceil(64).max(1) as u32,
-            1,
-        ),
-        block_dim: (16, 16, 1),
-        shared_mem_bytes: 0,
-    };
-    let f = dev.function(&format!("dwpw_bias_prelu_{}", p.suffix()))?;
+    let cfg = gemm.launch_config(n * oh * ow, c_out)?;
+    let f = dev.function(&gemm.kernel("dwpw", p))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
     push(&mut b, dw.0);
@@ -422,8 +504,9 @@ pub fn depthwise_pointwise(
     for v in &a {
         b.arg(v);
     }
-    // SAFETY: matches `dwpw_bias_prelu_*` in kernels/pointwise.cu (16×16 threads); sizes checked
-    // above; `x` (also the residual) is only read and is a different buffer from `y`.
+    // SAFETY: matches `dwpw_bias_prelu_*` / `dwpw_mma_f16` in kernels/pointwise.cu (block shape
+    // from `Gemm::launch_config`); sizes checked above; `x` (also the residual) is only read and
+    // is a different buffer from `y`; the tensor-core kernel only runs on sm_80+.
     unsafe { b.launch(cfg) }.map_err(driver_err("depthwise+pointwise launch"))?;
     Ok(())
 }
@@ -592,6 +675,12 @@ impl DevConv {
     }
 }
 
+/// Faces per chunk of the pipelined `forward`: large enough that launches are negligible,
+/// small enough that copies of one chunk overlap the kernels of the previous one.
+pub const PIPELINE_CHUNK: usize = 8192;
+/// Distinct batch sizes whose launch sequence is kept as a CUDA graph.
+const MAX_GRAPHS: usize = 8;
+
 /// The student resident on a GPU, with activation buffers sized for the largest batch seen.
 pub struct CudaStudent {
     dev: Arc<CudaDevice>,
@@ -606,14 +695,35 @@ pub struct CudaStudent {
     m: usize,
     /// Whether blocks run as one fused depthwise+pointwise kernel (the default) or as two.
     fused: bool,
+    /// The engine of the pointwise GEMMs: tensor cores by default for f16 on sm_80+.
+    gemm: Gemm,
+    /// Whether `forward` replays a captured CUDA graph per batch size (the default).
+    use_graphs: bool,
+    graphs: HashMap<usize, CudaGraph>,
     /// Largest activation of one face, in values.
     per_face: usize,
     capacity: usize,
-    input: DevBuf,
+    /// Two input/embedding slots: slot 0 for `upload_input`/`enqueue`, both for the pipeline.
+    inputs: [DevBuf; 2],
+    embs: [CudaSlice<f32>; 2],
+    /// Activation ping-pong buffers and the unfused blocks' depthwise output.
     cur: DevBuf,
-    mid: DevBuf,
     out: DevBuf,
-    emb: CudaSlice<f32>,
+    mid: DevBuf,
+    pipeline: Option<Pipeline>,
+}
+
+/// What the chunked `forward` keeps between calls: page-locked host staging (so copies are
+/// truly asynchronous), a copy stream beside the compute stream, and the events that order them.
+struct Pipeline {
+    copy: Arc<CudaStream>,
+    pin_in: [PinnedHostSlice<u16>; 2],
+    pin_in32: [PinnedHostSlice<f32>; 2],
+    pin_out: [PinnedHostSlice<f32>; 2],
+    in_ready: [CudaEvent; 2],
+    in_free: [CudaEvent; 2],
+    out_ready: [CudaEvent; 2],
+    out_done: [CudaEvent; 2],
 }
 
 impl CudaStudent {
@@ -637,6 +747,12 @@ impl CudaStudent {
         }
         let s = dev.stream.clone();
         let d: &CudaDevice = &dev;
+        let gemm = if precision == Precision::F16 && d.tensor_cores() {
+            Gemm::TensorCores
+        } else {
+            Gemm::Fma
+        };
+        let emb = || -> Result<CudaSlice<f32>> { s.alloc_zeros(1).map_err(driver_err("alloc")) };
         Ok(CudaStudent {
             precision,
             resolution: r,
@@ -652,13 +768,20 @@ impl CudaStudent {
                 .map_err(driver_err("upload"))?,
             m: layers.embedding_size(),
             fused: true,
+            gemm,
+            use_graphs: true,
+            graphs: HashMap::new(),
             per_face,
             capacity: 0,
-            input: DevBuf::zeros(d, 1, precision)?,
+            inputs: [
+                DevBuf::zeros(d, 1, precision)?,
+                DevBuf::zeros(d, 1, precision)?,
+            ],
+            embs: [emb()?, emb()?],
             cur: DevBuf::zeros(d, 1, precision)?,
-            mid: DevBuf::zeros(d, 1, precision)?,
             out: DevBuf::zeros(d, 1, precision)?,
-            emb: s.alloc_zeros(1).map_err(driver_err("alloc"))?,
+            mid: DevBuf::zeros(d, 1, precision)?,
+            pipeline: None,
             dev,
         })
     }
@@ -669,6 +792,9 @@ impl CudaStudent {
 
     /// Chooses fused depthwise+pointwise blocks (default) or the two separate kernels.
     pub fn set_fused(&mut self, fused: bool) {
+        if fused != self.fused {
+            self.graphs.clear();
+        }
         self.fused = fused;
     }
 
@@ -676,32 +802,60 @@ impl CudaStudent {
         self.fused
     }
 
+    /// Chooses the pointwise GEMM engine; tensor cores need f16 storage and sm_80+.
+    pub fn set_gemm(&mut self, gemm: Gemm) -> Result<()> {
+        gemm.check(&self.dev, self.precision)?;
+        if gemm != self.gemm {
+            self.graphs.clear();
+        }
+        self.gemm = gemm;
+        Ok(())
+    }
+
+    pub fn gemm(&self) -> Gemm {
+        self.gemm
+    }
+
+    /// Whether `forward` replays one captured CUDA graph per batch size (default on).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+        if !on {
+            self.graphs.clear();
+        }
+    }
+
+    pub fn graphs(&self) -> bool {
+        self.use_graphs
+    }
+
     pub fn device(&self) -> &Arc<CudaDevice> {
         &self.dev
     }
 
-    /// Grows the activation buffers to hold `n` faces.
+    /// Grows the activation buffers to hold `n` faces (and drops graphs that point at the old).
     pub fn reserve(&mut self, n: usize) -> Result<()> {
         if n <= self.capacity {
             return Ok(());
         }
+        self.graphs.clear();
         let d: &CudaDevice = &self.dev;
         let p = self.precision;
         let r = self.resolution;
-        self.input = DevBuf::zeros(d, n * 3 * r * r, p)?;
+        for i in 0..2 {
+            self.inputs[i] = DevBuf::zeros(d, n * 3 * r * r, p)?;
+            self.embs[i] = d
+                .stream
+                .alloc_zeros(n * self.m)
+                .map_err(driver_err("alloc"))?;
+        }
         self.cur = DevBuf::zeros(d, n * self.per_face, p)?;
         self.mid = DevBuf::zeros(d, n * self.per_face, p)?;
         self.out = DevBuf::zeros(d, n * self.per_face, p)?;
-        self.emb = d
-            .stream
-            .alloc_zeros(n * self.m)
-            .map_err(driver_err("alloc"))?;
         self.capacity = n;
         Ok(())
     }
 
-    /// Copies `n` normalised faces `[n, 3, r, r]` to the device input buffer.
-    pub fn upload_input(&mut self, x: &[f32], n: usize) -> Result<()> {
+    fn check_input(&self, x: &[f32], n: usize) -> Result<()> {
         let r = self.resolution;
         if x.len() != n * 3 * r * r || n == 0 {
             return Err(Error::Shape(format!(
@@ -709,45 +863,108 @@ impl CudaStudent {
                 x.len()
             )));
         }
-        self.reserve(n)?;
-        let dev = self.dev.clone();
-        self.input.write(&dev, x)
+        Ok(())
     }
 
-    /// Queues the forward pass of the `n` faces already in the input buffer (no copies).
+    /// Copies `n` normalised faces `[n, 3, r, r]` to the device input buffer (slot 0).
+    pub fn upload_input(&mut self, x: &[f32], n: usize) -> Result<()> {
+        self.check_input(x, n)?;
+        self.reserve(n)?;
+        let dev = self.dev.clone();
+        self.inputs[0].write(&dev, x)
+    }
+
+    /// Queues the forward pass of the `n` faces already in the input buffer (no copies, no
+    /// graph): every kernel launched one by one.
     pub fn enqueue(&mut self, n: usize) -> Result<()> {
+        self.enqueue_slot(0, n)
+    }
+
+    /// As `enqueue`, through the CUDA graph captured for batch `n` (captured on first use).
+    pub fn enqueue_graph(&mut self, n: usize) -> Result<()> {
         if n > self.capacity || n == 0 {
             return Err(Error::Shape(format!(
                 "batch {n} exceeds the uploaded {}",
                 self.capacity
             )));
         }
-        let dev: &CudaDevice = &self.dev;
-        let r = self.resolution;
-        let st = &self.stem;
+        if !self.graphs.contains_key(&n) {
+            if self.graphs.len() >= MAX_GRAPHS {
+                self.graphs.clear();
+            }
+            let stream = self.dev.stream.clone();
+            stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+                .map_err(driver_err("begin graph capture"))?;
+            let queued = self.enqueue_slot(0, n);
+            // Always end the capture, so that a failed launch leaves the stream usable.
+            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            queued?;
+            let graph = graph
+                .map_err(driver_err("end graph capture"))?
+                .ok_or_else(|| Error::Cuda("graph capture recorded nothing".into()))?;
+            graph.upload().map_err(driver_err("graph upload"))?;
+            self.graphs.insert(n, graph);
+        }
+        let graph = &self.graphs[&n];
+        graph.launch().map_err(driver_err("graph launch"))
+    }
+
+    /// The layer sequence for `n` faces from input slot `slot` into embedding slot `slot`.
+    /// It always uses the same buffers for the same `n`, so it can be captured as a graph.
+    fn enqueue_slot(&mut self, slot: usize, n: usize) -> Result<()> {
+        if n > self.capacity || n == 0 {
+            return Err(Error::Shape(format!(
+                "batch {n} exceeds the uploaded {}",
+                self.capacity
+            )));
+        }
+        let CudaStudent {
+            dev,
+            resolution,
+            stem: st,
+            blocks,
+            gdc_w,
+            gdc_b,
+            lin_w,
+            lin_b,
+            m,
+            fused,
+            gemm,
+            inputs,
+            embs,
+            cur,
+            out,
+            mid,
+            ..
+        } = self;
+        let dev: &CudaDevice = dev;
+        let r = *resolution;
+        let (mut a, mut b) = (cur, out);
         conv3x3(
             dev,
-            &self.input,
+            &inputs[slot],
             &st.w,
             &st.b,
             st.alpha.as_ref(),
-            &mut self.cur,
+            a,
             [n, 3, r, r],
             st.c_out,
             st.stride,
         )?;
         let mut side = (r - 1) / st.stride + 1;
-        for (dw, pw, residual) in &self.blocks {
+        for (dw, pw, residual) in blocks.iter() {
             let in_side = side;
             side = (side - 1) / dw.stride + 1;
-            if self.fused {
-                depthwise_pointwise(
+            if *fused {
+                depthwise_pointwise_on(
+                    *gemm,
                     dev,
-                    &self.cur,
+                    a,
                     (&dw.w, &dw.b, dw.alpha.as_ref()),
                     (&pw.w, &pw.b, pw.alpha.as_ref()),
                     *residual,
-                    &mut self.out,
+                    b,
                     [n, dw.c_in, in_side, in_side],
                     dw.stride,
                     pw.c_out,
@@ -755,50 +972,223 @@ impl CudaStudent {
             } else {
                 depthwise3x3(
                     dev,
-                    &self.cur,
+                    a,
                     &dw.w,
                     &dw.b,
                     dw.alpha.as_ref(),
-                    &mut self.mid,
+                    mid,
                     [n, dw.c_in, in_side, in_side],
                     dw.stride,
                 )?;
-                let res = if *residual { Some(&self.cur) } else { None };
-                pointwise(
+                let res = if *residual { Some(&*a) } else { None };
+                pointwise_on(
+                    *gemm,
                     dev,
-                    &self.mid,
+                    mid,
                     &pw.w,
                     &pw.b,
                     pw.alpha.as_ref(),
                     res,
-                    &mut self.out,
+                    b,
                     [n, pw.c_in, side * side],
                     pw.c_out,
                 )?;
             }
-            std::mem::swap(&mut self.cur, &mut self.out);
+            std::mem::swap(&mut a, &mut b);
         }
-        let c = self.blocks.last().map_or(st.c_out, |b| b.1.c_out);
+        let c = blocks.last().map_or(st.c_out, |b| b.1.c_out);
         head(
             dev,
-            &self.cur,
-            &self.gdc_w,
-            &self.gdc_b,
-            &self.lin_w,
-            &self.lin_b,
-            &mut self.emb,
+            a,
+            gdc_w,
+            gdc_b,
+            lin_w,
+            lin_b,
+            &mut embs[slot],
             [n, c, side * side],
-            self.m,
+            *m,
         )
     }
 
-    /// Embeds `n` normalised faces `[n, 3, r, r]` into L2-normalised `[n, m]` rows.
-    pub fn forward(&mut self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.upload_input(x, n)?;
-        self.enqueue(n)?;
+    /// The first `n` embeddings `[n, m]` of the last `enqueue`/`enqueue_graph` (waits for it).
+    pub fn read_embeddings(&self, n: usize) -> Result<Vec<f32>> {
+        if n > self.capacity {
+            return Err(Error::Shape(format!(
+                "{n} embeddings asked of a buffer for {}",
+                self.capacity
+            )));
+        }
         self.dev
             .stream
-            .clone_dtoh(&self.emb.slice(0..n * self.m))
+            .clone_dtoh(&self.embs[0].slice(0..n * self.m))
             .map_err(driver_err("copy embeddings to host"))
     }
+
+    /// Embeds `n` normalised faces `[n, 3, r, r]` into L2-normalised `[n, m]` rows.
+    ///
+    /// Up to [`PIPELINE_CHUNK`] faces: one upload, the graph (or launches), one download.
+    /// Larger batches go through [`forward_pipelined`](Self::forward_pipelined).
+    pub fn forward(&mut self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check_input(x, n)?;
+        if n > PIPELINE_CHUNK {
+            return self.forward_pipelined(x, n);
+        }
+        self.upload_input(x, n)?;
+        if self.use_graphs {
+            self.enqueue_graph(n)?;
+        } else {
+            self.enqueue(n)?;
+        }
+        self.read_embeddings(n)
+    }
+
+    /// `forward` in chunks of [`PIPELINE_CHUNK`] faces through page-locked buffers: while the
+    /// GPU runs chunk c, the copy stream uploads chunk c+1 and downloads chunk c−1, and the host
+    /// fills and drains the pinned buffers (in parallel threads). Same results as `forward`.
+    pub fn forward_pipelined(&mut self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check_input(x, n)?;
+        let chunk = PIPELINE_CHUNK.min(n);
+        self.reserve(chunk)?;
+        self.ensure_pipeline(chunk)?;
+        let face = 3 * self.resolution * self.resolution;
+        let m = self.m;
+        let chunks = n.div_ceil(chunk);
+        let mut result = vec![0f32; n * m];
+        let compute = self.dev.stream.clone();
+        for c in 0..chunks + 1 {
+            if c < chunks {
+                let s = c % 2;
+                let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
+                let len = hi - lo;
+                let pl = self.pipeline.as_mut().ok_or_else(no_pipeline)?;
+                // The upload of chunk c−2 from this pinned buffer must be done before refilling.
+                pl.in_ready[s]
+                    .synchronize()
+                    .map_err(driver_err("pipeline wait"))?;
+                let src = &x[lo * face..hi * face];
+                let copy = pl.copy.clone();
+                match &mut self.inputs[s] {
+                    DevBuf::F16(dst) => {
+                        let pin = pl.pin_in[s]
+                            .as_mut_slice()
+                            .map_err(driver_err("pinned buffer"))?;
+                        par_fill(&mut pin[..src.len()], src, |v| f16::from_f32(v).to_bits());
+                        copy.wait(&pl.in_free[s]).map_err(driver_err("wait"))?;
+                        copy.memcpy_htod(&pl.pin_in[s], &mut dst.slice_mut(0..chunk * face))
+                            .map_err(driver_err("copy to device"))?;
+                    }
+                    DevBuf::F32(dst) => {
+                        let pin = pl.pin_in32[s]
+                            .as_mut_slice()
+                            .map_err(driver_err("pinned buffer"))?;
+                        par_fill(&mut pin[..src.len()], src, |v| v);
+                        copy.wait(&pl.in_free[s]).map_err(driver_err("wait"))?;
+                        copy.memcpy_htod(&pl.pin_in32[s], &mut dst.slice_mut(0..chunk * face))
+                            .map_err(driver_err("copy to device"))?;
+                    }
+                }
+                pl.in_ready[s].record(&copy).map_err(driver_err("record"))?;
+                compute.wait(&pl.in_ready[s]).map_err(driver_err("wait"))?;
+                // The download of chunk c−2 from this embedding slot must be done too.
+                compute.wait(&pl.out_done[s]).map_err(driver_err("wait"))?;
+                self.enqueue_slot(s, len)?;
+                let pl = self.pipeline.as_mut().ok_or_else(no_pipeline)?;
+                pl.in_free[s]
+                    .record(&compute)
+                    .map_err(driver_err("record"))?;
+                pl.out_ready[s]
+                    .record(&compute)
+                    .map_err(driver_err("record"))?;
+                copy.wait(&pl.out_ready[s]).map_err(driver_err("wait"))?;
+                copy.memcpy_dtoh(&self.embs[s].slice(0..chunk * m), &mut pl.pin_out[s])
+                    .map_err(driver_err("copy to host"))?;
+                pl.out_done[s].record(&copy).map_err(driver_err("record"))?;
+            }
+            if c >= 1 {
+                // Drain chunk c−1 while chunk c runs.
+                let p = c - 1;
+                let s = p % 2;
+                let (lo, hi) = (p * chunk, ((p + 1) * chunk).min(n));
+                let pl = self.pipeline.as_mut().ok_or_else(no_pipeline)?;
+                pl.out_done[s]
+                    .synchronize()
+                    .map_err(driver_err("pipeline wait"))?;
+                let pin = pl.pin_out[s]
+                    .as_slice()
+                    .map_err(driver_err("pinned buffer"))?;
+                par_fill(&mut result[lo * m..hi * m], &pin[..(hi - lo) * m], |v| v);
+            }
+        }
+        Ok(result)
+    }
+
+    fn ensure_pipeline(&mut self, chunk: usize) -> Result<()> {
+        let face = 3 * self.resolution * self.resolution;
+        if self
+            .pipeline
+            .as_ref()
+            .is_some_and(|p| p.pin_out[0].len() >= chunk * self.m)
+        {
+            return Ok(());
+        }
+        let ctx = self.dev.ctx.clone();
+        let (in16, in32) = match self.precision {
+            Precision::F16 => (chunk * face, 1),
+            Precision::F32 => (1, chunk * face),
+        };
+        let ev = || ctx.new_event(None).map_err(driver_err("event"));
+        let pinned16 = || -> Result<PinnedHostSlice<u16>> {
+            // SAFETY: page-locked host memory of `in16` u16s; every value the device reads is
+            // written by `par_fill` first (and u16 has no invalid bit patterns).
+            unsafe { ctx.alloc_pinned_with_flags::<u16>(in16, 0) }.map_err(driver_err("pinned"))
+        };
+        let pinned32 = |len: usize| -> Result<PinnedHostSlice<f32>> {
+            // SAFETY: as above: written before it is read; any bit pattern is a valid f32.
+            unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) }.map_err(driver_err("pinned"))
+        };
+        let in_ready = [ev()?, ev()?];
+        let out_done = [ev()?, ev()?];
+        // Recorded once so that the first waits on them are satisfied.
+        let copy = ctx.new_stream().map_err(driver_err("copy stream"))?;
+        for e in in_ready.iter().chain(out_done.iter()) {
+            e.record(&copy).map_err(driver_err("record"))?;
+        }
+        let in_free = [ev()?, ev()?];
+        for e in &in_free {
+            e.record(&self.dev.stream).map_err(driver_err("record"))?;
+        }
+        self.pipeline = Some(Pipeline {
+            pin_in: [pinned16()?, pinned16()?],
+            pin_in32: [pinned32(in32)?, pinned32(in32)?],
+            pin_out: [pinned32(chunk * self.m)?, pinned32(chunk * self.m)?],
+            in_ready,
+            in_free,
+            out_ready: [ev()?, ev()?],
+            out_done,
+            copy,
+        });
+        Ok(())
+    }
+}
+
+fn no_pipeline() -> Error {
+    Error::Cuda("the copy pipeline is not set up".into())
+}
+
+/// `dst[i] = f(src[i])` on up to 8 threads (filling page-locked staging is host-bound).
+fn par_fill<S: Copy + Sync, D: Send>(dst: &mut [D], src: &[S], f: impl Fn(S) -> D + Sync) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 8);
+    let part = dst.len().div_ceil(threads).max(1 << 16);
+    std::thread::scope(|scope| {
+        for (d, s) in dst.chunks_mut(part).zip(src.chunks(part)) {
+            let f = &f;
+            scope.spawn(move || {
+                for (o, i) in d.iter_mut().zip(s) {
+                    *o = f(*i);
+                }
+            });
+        }
+    });
 }
