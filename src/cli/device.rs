@@ -175,6 +175,18 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
                     row.median_ms_with_copies
                 );
             }
+            let n = *CUDA_BENCH_BATCHES.last().unwrap_or(&1);
+            let profile = student.profile(n)?;
+            let total: f64 = profile.iter().map(|(_, ms)| ms).sum();
+            for (name, ms) in profile {
+                println!(
+                    "  profile precision={} gemm={} blocks={} batch={n}: {name}: {ms:.3} ms ({:.0}%)",
+                    p.name(),
+                    gemm.name(),
+                    if fused { "fused" } else { "dw+pw" },
+                    100.0 * ms / total.max(1e-12)
+                );
+            }
         }
     }
     Ok(())

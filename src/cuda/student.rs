@@ -711,6 +711,8 @@ pub struct CudaStudent {
     out: DevBuf,
     mid: DevBuf,
     pipeline: Option<Pipeline>,
+    /// When set, `enqueue_slot` records an event after every kernel (see `profile`).
+    marks: Option<Vec<(String, CudaEvent)>>,
 }
 
 /// What the chunked `forward` keeps between calls: page-locked host staging (so copies are
@@ -782,6 +784,7 @@ impl CudaStudent {
             out: DevBuf::zeros(d, 1, precision)?,
             mid: DevBuf::zeros(d, 1, precision)?,
             pipeline: None,
+            marks: None,
             dev,
         })
     }
@@ -936,9 +939,21 @@ impl CudaStudent {
             cur,
             out,
             mid,
+            marks,
             ..
         } = self;
         let dev: &CudaDevice = dev;
+        let mut mark = |name: String| -> Result<()> {
+            if let Some(m) = marks.as_mut() {
+                let e = dev
+                    .stream
+                    .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(driver_err("event"))?;
+                m.push((name, e));
+            }
+            Ok(())
+        };
+        mark("start".into())?;
         let r = *resolution;
         let (mut a, mut b) = (cur, out);
         conv3x3(
@@ -952,8 +967,9 @@ impl CudaStudent {
             st.c_out,
             st.stride,
         )?;
+        mark("stem conv3x3".into())?;
         let mut side = (r - 1) / st.stride + 1;
-        for (dw, pw, residual) in blocks.iter() {
+        for (i, (dw, pw, residual)) in blocks.iter().enumerate() {
             let in_side = side;
             side = (side - 1) / dw.stride + 1;
             if *fused {
@@ -969,6 +985,12 @@ impl CudaStudent {
                     dw.stride,
                     pw.c_out,
                 )?;
+                mark(format!(
+                    "block {} dw+pw {}->{} {in_side}x{in_side}",
+                    i + 1,
+                    dw.c_in,
+                    pw.c_out
+                ))?;
             } else {
                 depthwise3x3(
                     dev,
@@ -980,6 +1002,11 @@ impl CudaStudent {
                     [n, dw.c_in, in_side, in_side],
                     dw.stride,
                 )?;
+                mark(format!(
+                    "block {} depthwise {} {in_side}x{in_side}",
+                    i + 1,
+                    dw.c_in
+                ))?;
                 let res = if *residual { Some(&*a) } else { None };
                 pointwise_on(
                     *gemm,
@@ -993,6 +1020,12 @@ impl CudaStudent {
                     [n, pw.c_in, side * side],
                     pw.c_out,
                 )?;
+                mark(format!(
+                    "block {} pointwise {}->{} {side}x{side}",
+                    i + 1,
+                    pw.c_in,
+                    pw.c_out
+                ))?;
             }
             std::mem::swap(&mut a, &mut b);
         }
@@ -1007,7 +1040,28 @@ impl CudaStudent {
             &mut embs[slot],
             [n, c, side * side],
             *m,
-        )
+        )?;
+        mark("head gdc+linear+l2".into())
+    }
+
+    /// Milliseconds of each kernel of one forward pass over the `n` faces in the input buffer
+    /// (CUDA events between launches; one warm-up pass first).
+    pub fn profile(&mut self, n: usize) -> Result<Vec<(String, f64)>> {
+        self.enqueue_slot(0, n)?;
+        self.marks = Some(Vec::new());
+        let run = self.enqueue_slot(0, n);
+        let marks = self.marks.take().unwrap_or_default();
+        run?;
+        self.dev.synchronize()?;
+        let mut out = Vec::new();
+        for w in marks.windows(2) {
+            let ms = w[0]
+                .1
+                .elapsed_ms(&w[1].1)
+                .map_err(driver_err("event timing"))?;
+            out.push((w[1].0.clone(), ms as f64));
+        }
+        Ok(out)
     }
 
     /// The first `n` embeddings `[n, m]` of the last `enqueue`/`enqueue_graph` (waits for it).
