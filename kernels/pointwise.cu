@@ -233,13 +233,75 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
 #endif
 }
 
+// Eight f16 values: one 16-byte load or store.
+struct __align__(16) half8 {
+    unsigned int w[4];
+};
+
+// The B tile (k x 128 columns, stored column-major in shared memory) filled one value at a
+// time from any column source (the plain input or the fused depthwise): column t % 128,
+// k rows t / 128 + 2l.
 template <typename Column>
-__device__ void pointwise_mma(Column col, const half_bits* __restrict__ w,
+struct ScalarFill {
+    Column col;
+    int b_col, b_k0;
+    __device__ void init(int t, long long j0, long long cols) {
+        b_col = t & (MMA_BN - 1);
+        b_k0 = t >> 7;
+        col.init(j0 + b_col, cols);
+    }
+    __device__ void fill(half_bits (*Bs)[MMA_KP], int k0, int c_in) {
+#pragma unroll
+        for (int l = 0; l < MMA_BK / 2; ++l) {
+            const int kk = b_k0 + 2 * l;
+            const int k = k0 + kk;
+            Bs[b_col][kk] =
+                (col.valid && k < c_in) ? f32_to_half_bits(col.load(k)) : (half_bits)0;
+        }
+    }
+};
+
+// The B tile of a plain f16 input whose planes hold a multiple of 8 pixels: 8 consecutive
+// columns (same image, contiguous pixels) per 16-byte load; column group t % 16, k rows
+// t / 16 and t / 16 + 16.
+struct Vec8Fill {
+    const half_bits* x;
+    int hw;
+    long long base;
+    bool valid;
+    int cg, kk0;
+    __device__ void init(int t, long long j0, long long cols, int c_in) {
+        cg = t & 15;
+        kk0 = t >> 4;
+        const long long j = j0 + cg * 8;
+        valid = j < cols;
+        const long long b = valid ? j / hw : 0;
+        base = valid ? b * c_in * (long long)hw + (j - b * hw) : 0;
+    }
+    __device__ void fill(half_bits (*Bs)[MMA_KP], int k0, int c_in) {
+#pragma unroll
+        for (int l = 0; l < 2; ++l) {
+            const int kk = kk0 + 16 * l;
+            const int k = k0 + kk;
+            half8 v = {{0u, 0u, 0u, 0u}};
+            if (valid && k < c_in)
+                v = *reinterpret_cast<const half8*>(x + base + (long long)k * hw);
+            const half_bits* h = reinterpret_cast<const half_bits*>(&v);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) Bs[cg * 8 + i][kk] = h[i];
+        }
+    }
+};
+
+#define MMA_SMEM (MMA_BM * MMA_CP * 4)
+
+template <typename Fill>
+__device__ void pointwise_mma(unsigned char* smem, Fill fill, const half_bits* __restrict__ w,
                               const float* __restrict__ bias, const float* alpha,
                               const half_bits* residual, half_bits* __restrict__ y, int n,
                               int c_in, int c_out, int hw) {
-    // One buffer: the f16 operand tiles during the k loop, then the f32 accumulator tile.
-    __shared__ __align__(16) unsigned char smem[MMA_BM * MMA_CP * 4];
+    // `smem` (MMA_SMEM bytes, declared once by the calling kernel): the f16 operand tiles
+    // during the k loop, then the f32 accumulator tile.
     half_bits(*As)[MMA_KP] = reinterpret_cast<half_bits(*)[MMA_KP]>(smem);
     half_bits(*Bs)[MMA_KP] = reinterpret_cast<half_bits(*)[MMA_KP]>(smem + MMA_BM * MMA_KP * 2);
     float(*Cs)[MMA_CP] = reinterpret_cast<float(*)[MMA_CP]>(smem);
@@ -251,6 +313,7 @@ __device__ void pointwise_mma(Column col, const half_bits* __restrict__ w,
     const int m0 = blockIdx.y * MMA_BM;
     const long long j0 = (long long)blockIdx.x * MMA_BN;
     const long long cols = (long long)n * hw;
+    const bool vec_w = (c_in & 7) == 0;  // weight rows start 16-byte aligned
 
     float acc[2][4][4];
 #pragma unroll
@@ -260,26 +323,24 @@ __device__ void pointwise_mma(Column col, const half_bits* __restrict__ w,
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
 
-    const int a_row = t >> 2, a_k0 = (t & 3) * 8;    // A: one row, 8 consecutive k
-    const int b_col = t & (MMA_BN - 1), b_k0 = t >> 7;  // B: one column, k = b_k0 + 2l
-    col.init(j0 + b_col, cols);
+    const int a_row = t >> 2, a_k0 = (t & 3) * 8;  // A: one row, 8 consecutive k
 
     for (int k0 = 0; k0 < c_in; k0 += MMA_BK) {
         {
             const int m = m0 + a_row;
+            const int k = k0 + a_k0;
+            if (vec_w && m < c_out && k + 8 <= c_in) {
+                *reinterpret_cast<half8*>(&As[a_row][a_k0]) =
+                    *reinterpret_cast<const half8*>(w + (long long)m * c_in + k);
+            } else {
 #pragma unroll
-            for (int l = 0; l < 8; ++l) {
-                const int k = k0 + a_k0 + l;
-                As[a_row][a_k0 + l] =
-                    (m < c_out && k < c_in) ? w[(long long)m * c_in + k] : (half_bits)0;
+                for (int l = 0; l < 8; ++l)
+                    As[a_row][a_k0 + l] = (m < c_out && k + l < c_in)
+                                              ? w[(long long)m * c_in + k + l]
+                                              : (half_bits)0;
             }
         }
-#pragma unroll
-        for (int l = 0; l < MMA_BK / 2; ++l) {
-            const int kk = b_k0 + 2 * l;
-            const int k = k0 + kk;
-            Bs[b_col][kk] = (col.valid && k < c_in) ? f32_to_half_bits(col.load(k)) : (half_bits)0;
-        }
+        fill.fill(Bs, k0, c_in);
         __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < MMA_BK; ks += 16) {
@@ -317,13 +378,43 @@ __device__ void pointwise_mma(Column col, const half_bits* __restrict__ w,
                     acc[mi][ni][r];
     __syncthreads();
 
-    // Epilogue on rows: consecutive threads take consecutive columns (pixels) of one channel.
-    for (int idx = t; idx < MMA_BM * MMA_BN; idx += 256) {
-        const int row = idx / MMA_BN, c = idx - row * MMA_BN;
-        const int m = m0 + row;
-        const long long j = j0 + c;
-        if (m >= c_out || j >= cols) continue;
+    if ((hw & 7) == 0) {
+        // 8 consecutive columns (one image, contiguous pixels) per thread: 16-byte residual
+        // loads and stores. Column group t % 16, rows t / 16 + 16 i.
+        const int cg = t & 15;
+        const long long j = j0 + cg * 8;
+        if (j >= cols) return;
         const long long b = j / hw, p = j - b * hw;
+#pragma unroll
+        for (int i = 0; i < MMA_BM / 16; ++i) {
+            const int row = (t >> 4) + 16 * i;
+            const int m = m0 + row;
+            if (m >= c_out) break;
+            const long long o = (b * c_out + m) * hw + p;
+            half8 rv = {{0u, 0u, 0u, 0u}};
+            if (residual != nullptr) rv = *reinterpret_cast<const half8*>(residual + o);
+            const half_bits* rh = reinterpret_cast<const half_bits*>(&rv);
+            half8 out;
+            half_bits* oh = reinterpret_cast<half_bits*>(&out);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float v = bias_prelu(Cs[row][cg * 8 + e], bias[m], alpha, m);
+                if (residual != nullptr) v += load_f32(rh, e);
+                oh[e] = f32_to_half_bits(v);
+            }
+            *reinterpret_cast<half8*>(y + o) = out;
+        }
+        return;
+    }
+    // Any plane size: one value per step; each thread keeps one column, so the (image, pixel)
+    // split is done once.
+    const int c = t & (MMA_BN - 1);
+    const long long j = j0 + c;
+    if (j >= cols) return;
+    const long long b = j / hw, p = j - b * hw;
+    for (int row = t >> 7; row < MMA_BM; row += 2) {
+        const int m = m0 + row;
+        if (m >= c_out) break;
         const long long o = (b * c_out + m) * hw + p;
         float v = bias_prelu(Cs[row][c], bias[m], alpha, m);
         if (residual != nullptr) v += load_f32(residual, o);
@@ -335,11 +426,23 @@ extern "C" __global__ void __launch_bounds__(256)
     pointwise_mma_f16(const half_bits* x, const half_bits* w, const float* bias,
                       const float* alpha, const half_bits* residual, half_bits* y, int n,
                       int c_in, int c_out, int hw) {
-    PlainColumn<half_bits> col;
-    col.x = x;
-    col.c_in = c_in;
-    col.hw = hw;
-    pointwise_mma(col, w, bias, alpha, residual, y, n, c_in, c_out, hw);
+    __shared__ __align__(16) unsigned char smem[MMA_SMEM];
+    const int t = threadIdx.x;
+    const long long j0 = (long long)blockIdx.x * MMA_BN, cols = (long long)n * hw;
+    if ((hw & 7) == 0) {
+        Vec8Fill f;
+        f.x = x;
+        f.hw = hw;
+        f.init(t, j0, cols, c_in);
+        pointwise_mma(smem, f, w, bias, alpha, residual, y, n, c_in, c_out, hw);
+    } else {
+        ScalarFill<PlainColumn<half_bits>> f;
+        f.col.x = x;
+        f.col.c_in = c_in;
+        f.col.hw = hw;
+        f.init(t, j0, cols);
+        pointwise_mma(smem, f, w, bias, alpha, residual, y, n, c_in, c_out, hw);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -347,17 +450,20 @@ extern "C" __global__ void __launch_bounds__(256)
                  const float* dw_alpha, const half_bits* pw_w, const float* pw_b,
                  const float* pw_alpha, const half_bits* residual, half_bits* y, int n,
                  int c_in, int h, int wd, int stride, int c_out) {
-    DepthwiseColumn<half_bits> col;
-    col.x = x;
-    col.dw_w = dw_w;
-    col.dw_b = dw_b;
-    col.dw_alpha = dw_alpha;
-    col.c_in = c_in;
-    col.h = h;
-    col.wd = wd;
-    col.stride = stride;
+    __shared__ __align__(16) unsigned char smem[MMA_SMEM];
+    ScalarFill<DepthwiseColumn<half_bits>> f;
+    f.col.x = x;
+    f.col.dw_w = dw_w;
+    f.col.dw_b = dw_b;
+    f.col.dw_alpha = dw_alpha;
+    f.col.c_in = c_in;
+    f.col.h = h;
+    f.col.wd = wd;
+    f.col.stride = stride;
     const int oh = (h - 1) / stride + 1;
-    col.ow = (wd - 1) / stride + 1;
-    col.hw = oh * col.ow;
-    pointwise_mma(col, pw_w, pw_b, pw_alpha, residual, y, n, c_in, c_out, col.hw);
+    f.col.ow = (wd - 1) / stride + 1;
+    f.col.hw = oh * f.col.ow;
+    const long long cols = (long long)n * f.col.hw;
+    f.init(threadIdx.x, (long long)blockIdx.x * MMA_BN, cols);
+    pointwise_mma(smem, f, pw_w, pw_b, pw_alpha, residual, y, n, c_in, c_out, f.col.hw);
 }

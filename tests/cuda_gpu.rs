@@ -573,3 +573,65 @@ fn gpu_student_graph_pipeline_and_engines_agree() {
         assert!(e <= 1e-2, "tensor cores vs FMA in f16: error {e:e} > 1e-2");
     }
 }
+
+/// The head split for large batches (global depthwise conv, linear as a GEMM over the batch on
+/// either engine, L2 rows) against the scalar chain. f32 storage meets 1e-5; f16 storage rounds
+/// the pooled vector and the linear output to f16 once each, held to the f16 bound 2e-3.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_head_gemm_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(13);
+    let mut engines = vec![(Precision::F32, Gemm::Fma), (Precision::F16, Gemm::Fma)];
+    if dev.tensor_cores() {
+        engines.push((Precision::F16, Gemm::TensorCores));
+    }
+    for (p, gemm) in engines {
+        for &(n, c, hw, m) in &[
+            (3, 256, 16, 128),
+            (1, 256, 1, 128),
+            (5, 70, 9, 33),
+            (300, 40, 4, 7),
+        ] {
+            let x = stored(&rand_vec(&mut rng, n * c * hw, 1.0), p);
+            let gw = stored(&rand_vec(&mut rng, c * hw, 0.3), p);
+            let gb = rand_vec(&mut rng, c, 0.1);
+            let lw = stored(&rand_vec(&mut rng, m * c, 0.1), p);
+            let lb = rand_vec(&mut rng, m, 0.1);
+            let mut pooled = vec![0.0; n * c];
+            scalar::global_depthwise_conv(n, c, hw, &x, &gw, Some(&gb), &mut pooled);
+            let mut want = vec![0.0; n * m];
+            scalar::linear(n, c, m, &pooled, &lw, Some(&lb), &mut want);
+            scalar::l2_normalize(n, m, &mut want);
+            let s = dev.stream();
+            let mut y = s.alloc_zeros::<f32>(n * m).unwrap();
+            let mut pooled_d = DevBuf::zeros(&dev, n * c, p).unwrap();
+            let mut lin_d = DevBuf::zeros(&dev, n * m, p).unwrap();
+            student::head_gemm(
+                gemm,
+                &dev,
+                &DevBuf::upload(&dev, &x, p).unwrap(),
+                (
+                    &DevBuf::upload(&dev, &gw, p).unwrap(),
+                    &s.clone_htod(&gb).unwrap(),
+                ),
+                (
+                    &DevBuf::upload(&dev, &lw, p).unwrap(),
+                    &s.clone_htod(&lb).unwrap(),
+                ),
+                &mut pooled_d,
+                &mut lin_d,
+                &mut y,
+                [n, c, hw],
+                m,
+            )
+            .unwrap();
+            check(
+                &format!("head_gemm {gemm:?}"),
+                &s.clone_dtoh(&y).unwrap(),
+                &want,
+                p,
+            );
+        }
+    }
+}

@@ -229,21 +229,18 @@ fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Blocks of 256 threads, each covering whole output planes (see kernels/depthwise.cu):
-/// returns the launch shape and the planes per block. The kernels index planes in 32 bits.
-fn plane_cfg(total_planes: usize, hw_out: usize) -> Result<(LaunchConfig, i32)> {
-    let planes = (256 / hw_out.max(1)).max(1);
-    if total_planes >= i32::MAX as usize {
+/// One thread per item in blocks of 256; the kernels index items in 32 bits.
+fn thread_cfg(total: usize, what: &str) -> Result<LaunchConfig> {
+    if total >= i32::MAX as usize {
         return Err(Error::Shape(format!(
-            "{total_planes} output planes exceed the GPU kernels' 32-bit plane index"
+            "{total} {what} exceed the GPU kernels' 32-bit index"
         )));
     }
-    let cfg = LaunchConfig {
-        grid_dim: (total_planes.div_ceil(planes).max(1) as u32, 1, 1),
+    Ok(LaunchConfig {
+        grid_dim: (total.div_ceil(256).max(1) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
-    };
-    Ok((cfg, planes as i32))
+    })
 }
 
 /// Direct 3×3 conv, pad 1, any stride, then bias and optional PReLU: matches
@@ -283,7 +280,7 @@ pub fn conv3x3(
         dim(c_out, "c_out")?,
         dim(stride, "stride")?,
     ];
-    let (cfg, planes) = plane_cfg(n * c_out, oh * ow)?;
+    let cfg = thread_cfg(n * oh * ow, "output pixels")?;
     let f = dev.function(&format!("conv3x3_bias_prelu_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
@@ -294,9 +291,9 @@ pub fn conv3x3(
     for v in &a {
         b.arg(v);
     }
-    b.arg(&planes);
-    // SAFETY: argument types and order match `conv3x3_bias_prelu_*` in kernels/conv3x3.cu, and
-    // every buffer was checked above to hold what the kernel indexes.
+    // SAFETY: argument types and order match `conv3x3_bias_prelu_*` in kernels/conv3x3.cu (one
+    // thread per output pixel, 32-bit pixel index checked by `thread_cfg`), and every buffer
+    // was checked above to hold what the kernel indexes.
     unsafe { b.launch(cfg) }.map_err(driver_err("conv3x3 launch"))?;
     Ok(())
 }
@@ -333,7 +330,7 @@ pub fn depthwise3x3(
         dim(wd, "w")?,
         dim(stride, "stride")?,
     ];
-    let (cfg, planes) = plane_cfg(n * c, oh * ow)?;
+    let cfg = thread_cfg(n * c * oh, "output rows")?;
     let f = dev.function(&format!("depthwise3x3_bias_prelu_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
@@ -344,8 +341,8 @@ pub fn depthwise3x3(
     for v in &a {
         b.arg(v);
     }
-    b.arg(&planes);
-    // SAFETY: matches `depthwise3x3_bias_prelu_*` in kernels/depthwise.cu; sizes checked above.
+    // SAFETY: matches `depthwise3x3_bias_prelu_*` in kernels/depthwise.cu (one thread per
+    // output row, 32-bit row index checked by `thread_cfg`); sizes checked above.
     unsafe { b.launch(cfg) }.map_err(driver_err("depthwise launch"))?;
     Ok(())
 }
@@ -565,6 +562,77 @@ pub fn head(
     Ok(())
 }
 
+/// The head for large batches, in three kernels: global depthwise conv + bias into `pooled`
+/// (`[n, c]`), the linear layer + bias as a pointwise GEMM over the batch into `lin` (`[n, m]`,
+/// on `gemm`), and L2 normalisation into the f32 `y`. Matches `head` (and the scalar chain),
+/// except that f16 storage rounds `pooled` and `lin` to f16.
+#[allow(clippy::too_many_arguments)]
+pub fn head_gemm(
+    gemm: Gemm,
+    dev: &CudaDevice,
+    x: &DevBuf,
+    gdc: (&DevBuf, &CudaSlice<f32>),
+    linear: (&DevBuf, &CudaSlice<f32>),
+    pooled: &mut DevBuf,
+    lin: &mut DevBuf,
+    y: &mut CudaSlice<f32>,
+    [n, c, hw]: [usize; 3],
+    m: usize,
+) -> Result<()> {
+    let p = same_precision(&[x, gdc.0, linear.0, pooled, lin])?;
+    need(x.len(), n * c * hw, "head input")?;
+    need(gdc.0.len(), c * hw, "gdc weight")?;
+    need(gdc.1.len(), c, "gdc bias")?;
+    need(pooled.len(), n * c, "pooled buffer")?;
+    need(y.len(), n * m, "embedding buffer")?;
+    let a = [dim(n, "n")?, dim(c, "c")?, dim(hw, "hw")?];
+    let cfg = thread_cfg(n * c, "pooled values")?;
+    let f = dev.function(&format!("gdc_bias_{}", p.suffix()))?;
+    let mut b = dev.stream.launch_builder(f);
+    push(&mut b, x);
+    push(&mut b, gdc.0);
+    b.arg(gdc.1);
+    push_mut(&mut b, pooled);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: matches `gdc_bias_*` in kernels/head.cu (one thread per (image, channel), 32-bit
+    // index checked by `thread_cfg`); sizes checked above; `pooled` is not `x`.
+    unsafe { b.launch(cfg) }.map_err(driver_err("gdc launch"))?;
+
+    pointwise_on(
+        gemm,
+        dev,
+        pooled,
+        linear.0,
+        linear.1,
+        None,
+        None,
+        lin,
+        [n, c, 1],
+        m,
+    )?;
+
+    let a = [dim(n, "n")?, dim(m, "m")?];
+    let rows_per_block = 8; // 256 threads, one warp per row
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(rows_per_block).max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let f = dev.function(&format!("l2_rows_{}", p.suffix()))?;
+    let mut b = dev.stream.launch_builder(f);
+    push(&mut b, lin);
+    b.arg(&*y);
+    for v in &a {
+        b.arg(v);
+    }
+    // SAFETY: matches `l2_rows_*` in kernels/head.cu (256 threads = 8 warps, one row each);
+    // `lin` holds n * m values (checked by the GEMM above) and `y` n * m floats.
+    unsafe { b.launch(cfg) }.map_err(driver_err("l2 launch"))?;
+    Ok(())
+}
+
 /// A conv layer with its BN folded in: OIHW weights, bias, optional PReLU slopes.
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
@@ -693,7 +761,7 @@ pub struct CudaStudent {
     lin_w: DevBuf,
     lin_b: CudaSlice<f32>,
     m: usize,
-    /// Whether blocks run as one fused depthwise+pointwise kernel (the default) or as two.
+    /// Whether blocks run as one fused depthwise+pointwise kernel or as two (the default).
     fused: bool,
     /// The engine of the pointwise GEMMs: tensor cores by default for f16 on sm_80+.
     gemm: Gemm,
@@ -769,7 +837,9 @@ impl CudaStudent {
                 .clone_htod(&layers.linear_bias)
                 .map_err(driver_err("upload"))?,
             m: layers.embedding_size(),
-            fused: true,
+            // Separate depthwise and pointwise kernels measured faster than the fused block on
+            // an H200 for every engine and batch (BENCHMARKS.md), so they are the default.
+            fused: false,
             gemm,
             use_graphs: true,
             graphs: HashMap::new(),
@@ -793,7 +863,7 @@ impl CudaStudent {
         self.precision
     }
 
-    /// Chooses fused depthwise+pointwise blocks (default) or the two separate kernels.
+    /// Chooses fused depthwise+pointwise blocks or the two separate kernels (default).
     pub fn set_fused(&mut self, fused: bool) {
         if fused != self.fused {
             self.graphs.clear();
@@ -1030,13 +1100,14 @@ impl CudaStudent {
             std::mem::swap(&mut a, &mut b);
         }
         let c = blocks.last().map_or(st.c_out, |b| b.1.c_out);
-        head(
+        head_gemm(
+            *gemm,
             dev,
             a,
-            gdc_w,
-            gdc_b,
-            lin_w,
-            lin_b,
+            (gdc_w, gdc_b),
+            (lin_w, lin_b),
+            mid,
+            b,
             &mut embs[slot],
             [n, c, side * side],
             *m,
