@@ -10,6 +10,7 @@ mod eval;
 mod fetch;
 mod onnx;
 mod train;
+pub mod teacher_device;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

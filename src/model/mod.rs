@@ -6,3 +6,5 @@ pub mod graph;
 pub mod plan;
 pub mod student;
 pub mod teacher;
+#[cfg(feature = "cuda")]
+pub mod gpu;
