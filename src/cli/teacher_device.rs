@@ -63,7 +63,12 @@ fn bench_impl(_o: usize, _w: Option<PathBuf>, _b: &[usize], _r: usize) -> Result
 }
 
 #[cfg(feature = "cuda")]
-fn bench_impl(ordinal: usize, weights: Option<PathBuf>, batches: &[usize], runs: usize) -> Result<()> {
+fn bench_impl(
+    ordinal: usize,
+    weights: Option<PathBuf>,
+    batches: &[usize],
+    runs: usize,
+) -> Result<()> {
     use crate::cuda::{bench::bench_graph, CudaDevice, Precision};
     use crate::model::gpu::CudaTeacher;
     use crate::rng::Rng;

@@ -165,7 +165,9 @@ impl GpuGraph {
             }
             let o = op.output();
             if o >= nv || written[o] {
-                return bad(format!("op {i} writes value {o}, out of range or already written"));
+                return bad(format!(
+                    "op {i} writes value {o}, out of range or already written"
+                ));
             }
             written[o] = true;
             let len = |v: usize| self.values[v];
@@ -457,7 +459,12 @@ pub fn linear(
     need(y.len(), n * m, "linear output")?;
     let (splits, chunk) = linear_splits(n, k, m);
     need(partial.len(), splits * n * m, "linear scratch")?;
-    let a = [dim(n, "n")?, dim(k, "k")?, dim(m, "m")?, dim(chunk, "chunk")?];
+    let a = [
+        dim(n, "n")?,
+        dim(k, "k")?,
+        dim(m, "m")?,
+        dim(chunk, "chunk")?,
+    ];
     dim(splits * n * m, "linear scratch")?;
     let cfg = LaunchConfig {
         grid_dim: (
