@@ -185,7 +185,7 @@ impl GpuGraph {
                         && len(o) == shape.out_len()
                         && weight.len() == shape.weight_len()
                         && bias.len() == shape.c_out
-                        && prelu.as_ref().is_none_or(|a| a.len() == shape.c_out)
+                        && prelu.as_ref().map_or(true, |a| a.len() == shape.c_out)
                 }
                 GpuOp::ChannelMap {
                     input,
@@ -199,8 +199,8 @@ impl GpuGraph {
                         && len(o) == c * hw
                         && affine
                             .as_ref()
-                            .is_none_or(|(s, t)| s.len() == *c && t.len() == *c)
-                        && prelu.as_ref().is_none_or(|a| a.len() == *c)
+                            .map_or(true, |(s, t)| s.len() == *c && t.len() == *c)
+                        && prelu.as_ref().map_or(true, |a| a.len() == *c)
                 }
                 GpuOp::Add { a, b, .. } => len(*a) == len(*b) && len(o) == len(*a),
                 GpuOp::Linear {

@@ -58,7 +58,7 @@ pub fn gpu_graph(graph: &Graph, input_shape: &[usize]) -> Result<GpuGraph> {
         && gi.shape[1..]
             .iter()
             .zip(input_shape)
-            .all(|(d, &want)| d.is_none_or(|d| d == want));
+            .all(|(d, &want)| d.map_or(true, |d| d == want));
     if !fits {
         return Err(Error::Shape(format!(
             "graph input `{}` has shape {:?}; it cannot take faces of shape {input_shape:?}",
