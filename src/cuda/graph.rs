@@ -801,3 +801,60 @@ impl CudaGraph {
         out.read(&dev, len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every K value lies in exactly one chunk, chunks are whole K steps, and batch 1 of SFace's
+    /// 50176 → 128 layer is split enough to occupy a large GPU.
+    #[test]
+    fn linear_splits_cover_k_exactly_once() {
+        for n in [1, 2, 63, 64, 65, 256, 4096] {
+            for k in [1, 7, 16, 17, 1000, 50176] {
+                for m in [1, 5, 64, 128, 130] {
+                    let (splits, chunk) = linear_splits(n, k, m);
+                    assert_eq!(chunk % LIN_BK, 0, "n={n} k={k} m={m}");
+                    assert!(
+                        splits * chunk >= k && (splits - 1) * chunk < k,
+                        "n={n} k={k} m={m}"
+                    );
+                    assert_eq!(linear_scratch_len(n, k, m), splits * n * m);
+                }
+            }
+        }
+        let (splits, _) = linear_splits(1, 50176, 128);
+        assert!(splits * 2 >= 400, "only {splits} splits at batch 1");
+    }
+
+    /// Output sizes follow the conv arithmetic, and uncomputable geometries are errors.
+    #[test]
+    fn conv_shapes_give_the_conv_output_size_and_reject_bad_ones() {
+        let s = ConvShape {
+            c_in: 6,
+            h: 11,
+            w: 10,
+            c_out: 9,
+            kh: 3,
+            kw: 1,
+            stride: [2, 1],
+            pads: [0, 1, 2, 0],
+            groups: 3,
+        };
+        s.validate().unwrap();
+        assert_eq!((s.out_h(), s.out_w()), (6, 11));
+        assert_eq!(s.weight_len(), 9 * 2 * 3);
+        assert!(!s.is_pointwise());
+        for bad in [
+            ConvShape { groups: 4, ..s },
+            ConvShape {
+                stride: [0, 1],
+                ..s
+            },
+            ConvShape { kh: 14, ..s },
+            ConvShape { groups: 0, ..s },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
