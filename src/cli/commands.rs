@@ -243,17 +243,14 @@ fn embed_with(
             Ok((emb, net.info.threshold))
         }
         super::ModelChoice::Teacher => {
-            if device != super::device::Device::Cpu {
-                return Err(Error::InvalidArgument(
-                    "the teacher runs on the CPU only for now; use --device cpu".into(),
-                ));
-            }
-            let k = cpu::kernels()?;
-            let t = super::onnx::load_teacher(weights)?;
-            Ok((
-                crate::embed::embed_rgb_teacher(&t, k, images)?,
-                crate::model::teacher::TEACHER_THRESHOLD,
-            ))
+            let emb = match device {
+                super::device::Device::Cpu => {
+                    let t = super::onnx::load_teacher(weights)?;
+                    crate::embed::embed_rgb_teacher(&t, cpu::kernels()?, images)?
+                }
+                cuda => super::teacher_device::embed_teacher_on(cuda, weights, images)?,
+            };
+            Ok((emb, crate::model::teacher::TEACHER_THRESHOLD))
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn embed_rgb_on(device: Device, net: &StudentNet, images: &[Rgb8]) -> Result
 }
 
 #[cfg(not(feature = "cuda"))]
-fn not_built() -> Error {
+pub(crate) fn not_built() -> Error {
     Error::Cuda(
         "this binary was built without CUDA support; rebuild with `cargo build --release --features cuda` or use --device cpu"
             .into(),

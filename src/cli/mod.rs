@@ -9,6 +9,7 @@ mod distill;
 mod eval;
 mod fetch;
 mod onnx;
+pub mod teacher_device;
 mod train;
 
 use clap::{Parser, Subcommand};

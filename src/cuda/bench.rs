@@ -99,3 +99,59 @@ fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// Times `runs` forward passes of an imported graph (the teacher) at each batch size, after one
+/// warm-up each, on the inputs `input(batch)` gives; as [`bench_student`] does for the student.
+pub fn bench_graph(
+    graph: &mut super::graph::GraphRunner,
+    batches: &[usize],
+    runs: usize,
+    input: impl Fn(usize) -> Vec<f32>,
+) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    let dev = graph.device().clone();
+    let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    for &batch in batches {
+        let x = input(batch);
+        graph.upload_input(&x, batch)?;
+        graph.enqueue(batch)?; // warm-up: first launch, caches, clocks
+        dev.synchronize()?;
+        let mut kernel_ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let start = dev
+                .stream()
+                .record_event(timing)
+                .map_err(driver_err("event"))?;
+            graph.enqueue(batch)?;
+            let end = dev
+                .stream()
+                .record_event(timing)
+                .map_err(driver_err("event"))?;
+            kernel_ms.push(start.elapsed_ms(&end).map_err(driver_err("event timing"))? as f64);
+        }
+        let mut copy_ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let start = dev
+                .stream()
+                .record_event(timing)
+                .map_err(driver_err("event"))?;
+            let out = graph.forward(&x, batch)?;
+            let end = dev
+                .stream()
+                .record_event(timing)
+                .map_err(driver_err("event"))?;
+            std::hint::black_box(out);
+            copy_ms.push(start.elapsed_ms(&end).map_err(driver_err("event timing"))? as f64);
+        }
+        let median_ms = median(&mut kernel_ms);
+        rows.push(BenchRow {
+            batch,
+            median_ms,
+            faces_per_s: batch as f64 / (median_ms / 1e3),
+            // The teacher's launch sequence is not captured as a CUDA graph.
+            median_ms_graph: f64::NAN,
+            median_ms_with_copies: median(&mut copy_ms),
+        });
+    }
+    Ok(rows)
+}

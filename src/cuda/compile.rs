@@ -20,7 +20,7 @@ pub struct KernelSource {
 }
 
 /// Every kernel file. Each entry point exists as `_f32` and `_f16` (f16 storage, f32 accumulation).
-pub const SOURCES: [KernelSource; 4] = [
+pub const SOURCES: [KernelSource; 5] = [
     KernelSource {
         file: "conv3x3.cu",
         source: include_str!("../../kernels/conv3x3.cu"),
@@ -53,6 +53,22 @@ pub const SOURCES: [KernelSource; 4] = [
             "gdc_bias_f16",
             "l2_rows_f32",
             "l2_rows_f16",
+        ],
+    },
+    KernelSource {
+        file: "graph.cu",
+        source: include_str!("../../kernels/graph.cu"),
+        entry_points: &[
+            "graph_conv_f32",
+            "graph_conv_f16",
+            "graph_affine_prelu_f32",
+            "graph_affine_prelu_f16",
+            "graph_add_f32",
+            "graph_add_f16",
+            "graph_linear_splitk_f32",
+            "graph_linear_splitk_f16",
+            "graph_linear_reduce_f32",
+            "graph_linear_reduce_f16",
         ],
     },
 ];

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod compile;
 pub mod device;
+pub mod graph;
 pub mod student;
 
 pub use device::CudaDevice;

@@ -186,33 +186,33 @@ impl Gemm {
 /// A null device pointer, for the optional PReLU slopes and residual input.
 static NULL_PTR: u64 = 0;
 
-fn push<'a>(b: &mut LaunchArgs<'a>, x: &'a DevBuf) {
+pub(crate) fn push<'a>(b: &mut LaunchArgs<'a>, x: &'a DevBuf) {
     match x {
         DevBuf::F32(s) => b.arg(s),
         DevBuf::F16(s) => b.arg(s),
     };
 }
 
-fn push_mut<'a>(b: &mut LaunchArgs<'a>, x: &'a mut DevBuf) {
+pub(crate) fn push_mut<'a>(b: &mut LaunchArgs<'a>, x: &'a mut DevBuf) {
     match x {
         DevBuf::F32(s) => b.arg(s),
         DevBuf::F16(s) => b.arg(s),
     };
 }
 
-fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>) {
+pub(crate) fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>) {
     match x {
         Some(s) => b.arg(s),
         None => b.arg(&NULL_PTR),
     };
 }
 
-fn dim(v: usize, what: &str) -> Result<i32> {
+pub(crate) fn dim(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
         .map_err(|_| Error::Shape(format!("{what} = {v} is too large for the GPU kernels")))
 }
 
-fn same_precision(bufs: &[&DevBuf]) -> Result<Precision> {
+pub(crate) fn same_precision(bufs: &[&DevBuf]) -> Result<Precision> {
     let p = bufs[0].precision();
     if bufs.iter().any(|b| b.precision() != p) {
         return Err(Error::Shape("device buffers of mixed precision".into()));
@@ -220,13 +220,30 @@ fn same_precision(bufs: &[&DevBuf]) -> Result<Precision> {
     Ok(p)
 }
 
-fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
+pub(crate) fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
     if buf_len < want {
         return Err(Error::Shape(format!(
             "{what} holds {buf_len} values, the kernel needs {want}"
         )));
     }
     Ok(())
+}
+
+/// Blocks of 256 threads, each covering whole output planes (kernels/graph.cu):
+/// returns the launch shape and the planes per block. The kernels index planes in 32 bits.
+pub(crate) fn plane_cfg(total_planes: usize, hw_out: usize) -> Result<(LaunchConfig, i32)> {
+    let planes = (256 / hw_out.max(1)).max(1);
+    if total_planes >= i32::MAX as usize {
+        return Err(Error::Shape(format!(
+            "{total_planes} output planes exceed the GPU kernels' 32-bit plane index"
+        )));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (total_planes.div_ceil(planes).max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    Ok((cfg, planes as i32))
 }
 
 /// One thread per item in blocks of 256; the kernels index items in 32 bits.
