@@ -23,6 +23,8 @@ export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 log "nvrtc: $nvrtc"
 
 chmod +x "$B"/* 2>/dev/null
+# The teacher checks find SFace in the bundle's own assets folder.
+[ -d "$B/assets" ] && export BRIDGE_ASSETS="$(cd "$B/assets" && pwd)"
 log "NVRTC compile tests"
 "$B/lib-tests" nvrtc 2>&1 | tee "$O/nvrtc-tests.txt" || status=1
 log "GPU correctness tests (every kernel vs cpu::scalar; f32 1e-5, f16 2e-3)"
@@ -48,6 +50,8 @@ PY
 
 log "bridge-bench --device cuda:0"
 "$B/bridge-bench" --device cuda:0 2>&1 | tee "$O/bench-bridge.txt" || status=1
+log "bridge-bench --model teacher --device cuda:0"
+"$B/bridge-bench" --model teacher --device cuda:0 2>&1 | tee "$O/bench-teacher.txt" || status=1
 log "PyTorch peer"
 python3 benches/torch_peer.py --weights "$O/student.safetensors" \
   --check-image "$O/face.ppm" --check-embedding "$O/embed-cpu.json" 2>&1 | tee "$O/bench-torch.txt" || status=1

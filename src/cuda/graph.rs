@@ -5,7 +5,8 @@
 use super::device::CudaDevice;
 use super::driver_err;
 use super::student::{
-    dim, need, plane_cfg, pointwise, push, push_mut, push_opt, same_precision, DevBuf, Precision,
+    dim, need, plane_cfg, pointwise_on, push, push_mut, push_opt, same_precision, DevBuf, Gemm,
+    Precision,
 };
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -341,7 +342,14 @@ pub fn conv(
     s: &ConvShape,
 ) -> Result<()> {
     if s.is_pointwise() {
-        pointwise(
+        // f16 storage on sm_80+ runs the GEMM on the tensor cores (f32 accumulation).
+        let gemm = if x.precision() == Precision::F16 && dev.tensor_cores() {
+            Gemm::TensorCores
+        } else {
+            Gemm::Fma
+        };
+        pointwise_on(
+            gemm,
             dev,
             x,
             w,
