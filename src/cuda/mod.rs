@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compile;
 pub mod device;
 pub mod student;
+pub mod train;
 
 pub use device::CudaDevice;
 pub use student::{CudaStudent, Precision, StudentLayers};

@@ -120,7 +120,7 @@ fn to_f16_bits(data: &[f32]) -> Vec<u16> {
 }
 
 /// A null device pointer, for the optional PReLU slopes and residual input.
-static NULL_PTR: u64 = 0;
+pub(crate) static NULL_PTR: u64 = 0;
 
 fn push<'a>(b: &mut LaunchArgs<'a>, x: &'a DevBuf) {
     match x {
@@ -143,7 +143,7 @@ fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>) {
     };
 }
 
-fn dim(v: usize, what: &str) -> Result<i32> {
+pub(crate) fn dim(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
         .map_err(|_| Error::Shape(format!("{what} = {v} is too large for the GPU kernels")))
 }
@@ -156,7 +156,7 @@ fn same_precision(bufs: &[&DevBuf]) -> Result<Precision> {
     Ok(p)
 }
 
-fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
+pub(crate) fn need(buf_len: usize, want: usize, what: &str) -> Result<()> {
     if buf_len < want {
         return Err(Error::Shape(format!(
             "{what} holds {buf_len} values, the kernel needs {want}"
