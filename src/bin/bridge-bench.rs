@@ -49,7 +49,8 @@ struct Args {
     /// Skip the FMA-peak and pointwise-layer measurement.
     #[arg(long)]
     no_peak: bool,
-    /// cpu (default) or cuda[:N]: the GPU benchmark (batch 1, 256, 4096, 65536; CUDA events).
+    /// cpu (default) or cuda[:N]: the GPU benchmark (batch 1, 256, 4096, 65536; CUDA events);
+    /// with `--model train`, GPU training steps at batch 256 and 1024 (or --batch).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -95,6 +96,10 @@ fn run(a: Args) -> Result<()> {
     if let d @ bridgeface::cli::device::Device::Cuda(_) =
         bridgeface::cli::device::Device::parse(&a.device)?
     {
+        if a.model == "train" {
+            let batches = a.batch.map_or(vec![256, 1024], |b| vec![b]);
+            return bridgeface::cli::device::bench_train_cuda(d, &batches, a.runs.max(5));
+        }
         return bridgeface::cli::device::bench_cuda(d, 20);
     }
     if a.runs < 5 {

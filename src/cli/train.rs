@@ -1,6 +1,7 @@
 //! `bridge train`: the "from scratch" classification baseline on an ImageFolder set. Parses
 //! options into a `TrainConfig`, wires Ctrl-C to a clean stop, and saves the student; no maths.
 
+use super::device::Device;
 use crate::autograd::loss::Margin;
 use crate::cpu;
 use crate::data::augment::AugmentConfig;
@@ -8,7 +9,6 @@ use crate::data::degrade::{DegradeConfig, Resample};
 use crate::data::folder::ImageFolder;
 use crate::data::loader::Source;
 use crate::error::{Error, Result};
-use super::device::Device;
 use crate::train::{
     self, checkpoint, Backend, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState,
 };

@@ -102,7 +102,12 @@ pub fn bn_prelu_forward(
     need(x.len(), len, "bn input")?;
     need(z.len(), len, "bn output")?;
     need(y.len(), len, "prelu output")?;
-    for (s, what) in [(mean, "mean"), (var, "var"), (gamma, "gamma"), (beta, "beta")] {
+    for (s, what) in [
+        (mean, "mean"),
+        (var, "var"),
+        (gamma, "gamma"),
+        (beta, "beta"),
+    ] {
         need(s.len(), c, what)?;
     }
     need(alpha.map_or(c, |a| a.len()), c, "slopes")?;
@@ -448,7 +453,15 @@ pub fn linear_backward_weight(
     need(x.len(), n * k, "linear input")?;
     need(dy.len(), n * m, "linear output gradient")?;
     need(dw.len(), m * k, "linear weight gradient")?;
-    linear_launch("linear_backward_weight_f32", dev, x, dy, dw, [n, k, m], m * k)
+    linear_launch(
+        "linear_backward_weight_f32",
+        dev,
+        x,
+        dy,
+        dw,
+        [n, k, m],
+        m * k,
+    )
 }
 
 /// The three linear kernels share one argument list `(a, b, out, n, k, m)` and one thread per
@@ -717,7 +730,12 @@ impl DevUnit {
         Ok(dconv)
     }
 
-    fn stats(&self, dev: &CudaDevice, c: usize, count: usize) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    fn stats(
+        &self,
+        dev: &CudaDevice,
+        c: usize,
+        count: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>, usize)> {
         Ok((read(dev, &self.mean, c)?, read(dev, &self.var, c)?, count))
     }
 }
@@ -808,11 +826,9 @@ impl CudaTrainNet {
         layers.validate()?;
         let same = layers.resolution == self.shape.resolution
             && layers.blocks.len() == self.shape.blocks.len()
-            && layers
-                .blocks
-                .iter()
-                .zip(&self.shape.blocks)
-                .all(|(a, b)| (a.c_in, a.c_out, a.stride, a.residual) == (b.c_in, b.c_out, b.stride, b.residual))
+            && layers.blocks.iter().zip(&self.shape.blocks).all(|(a, b)| {
+                (a.c_in, a.c_out, a.stride, a.residual) == (b.c_in, b.c_out, b.stride, b.residual)
+            })
             && layers.stem_channels() == self.shape.stem_channels()
             && layers.embedding_size() == self.shape.embedding_size();
         if !same {
@@ -1088,7 +1104,14 @@ impl CudaTrainNet {
                 .pw
                 .bn_prelu_back(d, &dout, &mut gb.pw, [n, spec.c_out, ohw], eps)?;
             let mut dw = zeros(d, spec.c_out * spec.c_in)?;
-            pointwise_backward_weight(d, f32_of(&blk.dw.a)?, &dpw, &mut dw, [n, spec.c_in, ohw], spec.c_out)?;
+            pointwise_backward_weight(
+                d,
+                f32_of(&blk.dw.a)?,
+                &dpw,
+                &mut dw,
+                [n, spec.c_in, ohw],
+                spec.c_out,
+            )?;
             gb.pw.weight = read(d, &dw, spec.c_out * spec.c_in)?;
             let mut da = DevBuf::zeros(d, n * spec.c_in * ohw, Precision::F32)?;
             let wt = blk
@@ -1107,9 +1130,9 @@ impl CudaTrainNet {
                 [n, spec.c_out, ohw],
                 spec.c_in,
             )?;
-            let ddw = blk
-                .dw
-                .bn_prelu_back(d, f32_of(&da)?, &mut gb.dw, [n, spec.c_in, ohw], eps)?;
+            let ddw =
+                blk.dw
+                    .bn_prelu_back(d, f32_of(&da)?, &mut gb.dw, [n, spec.c_in, ohw], eps)?;
             let mut dwdw = zeros(d, spec.c_in * 9)?;
             conv3x3_backward_weight(
                 d,

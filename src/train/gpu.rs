@@ -48,10 +48,7 @@ pub fn train_layers(p: &StudentParams) -> Result<TrainLayers> {
         stem: unit(p, "stem")?,
         blocks,
         gdc_weight: data(p, "head.gdc.conv.weight")?,
-        gdc_bn: (
-            data(p, "head.gdc.bn.weight")?,
-            data(p, "head.gdc.bn.bias")?,
-        ),
+        gdc_bn: (data(p, "head.gdc.bn.weight")?, data(p, "head.gdc.bn.bias")?),
         linear_weight: data(p, "head.linear.weight")?,
         head_bn: (data(p, "head.bn.weight")?, data(p, "head.bn.bias")?),
     };
@@ -200,5 +197,54 @@ impl GpuTrainer {
             correct: head.correct,
             faces: n,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::student::{record_student, Mode};
+    use crate::model::student::StudentInfo;
+    use crate::rng::Rng;
+
+    /// The GPU layout names every trainable parameter once, with its own values, and nothing
+    /// else; runs without a GPU.
+    #[test]
+    fn device_layout_round_trips_every_trainable_parameter() {
+        for r in [8, 13] {
+            let mut p = StudentParams::random(StudentInfo::new(r).unwrap(), 4);
+            // Distinct values everywhere, so a swapped pair of tensors would show.
+            let mut rng = Rng::new(9);
+            for t in p.tensors.values_mut() {
+                t.data_mut().iter_mut().for_each(|v| *v = rng.normal());
+            }
+            let named = named_gradients(train_layers(&p).unwrap());
+            let trainable: Vec<&String> = p.tensors.keys().filter(|n| is_trainable(n)).collect();
+            assert_eq!(named.keys().collect::<Vec<_>>(), trainable, "r={r}");
+            for (name, v) in &named {
+                assert_eq!(v.as_slice(), p.get(name).unwrap().data(), "{name}");
+            }
+        }
+    }
+
+    /// The GPU's statistics are named in the order `record_student` reports them.
+    #[test]
+    fn device_batch_statistics_take_the_cpu_graph_names() {
+        let r = 8;
+        let p = StudentParams::random(StudentInfo::new(r).unwrap(), 1);
+        let k = Kernels::scalar();
+        let mut tape = Tape::new(&k);
+        let x = Tensor::new(&[2, 3, r, r], vec![0.5; 2 * 3 * r * r]).unwrap();
+        let g = record_student(&mut tape, &p, x, Mode::Train).unwrap();
+        let fake: BnStats = g
+            .bn_stats
+            .iter()
+            .map(|s| (s.mean.clone(), s.var.clone(), s.count))
+            .collect();
+        let named = named_stats(fake).unwrap();
+        let ours: Vec<&str> = named.iter().map(|s| s.prefix.as_str()).collect();
+        let cpu: Vec<&str> = g.bn_stats.iter().map(|s| s.prefix.as_str()).collect();
+        assert_eq!(ours, cpu);
+        assert!(named_stats(Vec::new()).is_err());
     }
 }
