@@ -608,7 +608,12 @@ struct DevUnit {
     a: DevBuf,
 }
 
+/// Uploads `v`; an empty `v` (the head units' unused weight and slopes) becomes one zero, since
+/// the driver refuses zero-byte allocations.
 fn upload(dev: &CudaDevice, v: &[f32]) -> Result<CudaSlice<f32>> {
+    if v.is_empty() {
+        return zeros(dev, 1);
+    }
     dev.stream.clone_htod(v).map_err(driver_err("upload"))
 }
 
@@ -632,7 +637,7 @@ impl DevUnit {
     fn new(dev: &CudaDevice, u: &TrainConv, pointwise_in: Option<usize>) -> Result<DevUnit> {
         let c = u.gamma.len();
         Ok(DevUnit {
-            w: DevBuf::upload(dev, &u.weight, Precision::F32)?,
+            w: DevBuf::F32(upload(dev, &u.weight)?),
             wt: match pointwise_in {
                 Some(c_in) => Some(DevBuf::upload(
                     dev,
@@ -784,7 +789,6 @@ impl CudaTrainNet {
                 sum: None,
             });
         }
-        let c = layers.head_channels();
         let m = layers.embedding_size();
         // The head's BNs have no PReLU; their unused slopes and weights are dummies.
         let bn_unit = |gamma: &[f32], beta: &[f32]| TrainConv {
@@ -814,7 +818,6 @@ impl CudaTrainNet {
             n: 0,
             dev,
         })
-        .inspect(|_| debug_assert!(c > 0))
     }
 
     pub fn device(&self) -> &Arc<CudaDevice> {
