@@ -128,3 +128,60 @@ fn embed_teacher_device_cuda_without_gpu_is_a_clear_error() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `bridge train` and `bridge distill step2` with `--device cuda`: without
+/// the feature or without a usable GPU, one `cuda:` line and exit 1, before any data is read
+/// (the data paths here do not exist). With a usable GPU the device check passes and the run
+/// fails on the missing data instead, so the test checks whichever case applies.
+#[test]
+fn train_and_distill_device_cuda_without_gpu_is_a_clear_error() {
+    let dir = tempdir("train");
+    let missing = dir.join("missing");
+    let out = dir.join("student.safetensors");
+    let (m, o) = (missing.to_str().unwrap(), out.to_str().unwrap());
+    #[cfg(feature = "cuda")]
+    let gpu_usable =
+        bridgeface::cuda::device::device_count() > 0 && bridgeface::cuda::nvrtc_present().is_ok();
+    #[cfg(not(feature = "cuda"))]
+    let gpu_usable = false;
+    let runs: [Vec<&str>; 3] = [
+        vec!["train", "--data", m, "--out", o, "--device", "cuda"],
+        vec![
+            "train", "--data", m, "--out", o, "--device", "cuda:0", "--epochs", "1",
+        ],
+        vec![
+            "distill", "step2", "--bridge", m, "--out", o, "--device", "cuda:0",
+        ],
+    ];
+    for args in &runs {
+        let r = bridge(args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?} not one line: {err}"
+        );
+        if gpu_usable {
+            assert!(
+                !err.starts_with("error: cuda: "),
+                "{args:?}: a usable GPU but: {err}"
+            );
+        } else {
+            assert!(err.starts_with("error: cuda: "), "{args:?}: {err}");
+            #[cfg(not(feature = "cuda"))]
+            assert!(err.contains("built without CUDA support"), "{err}");
+        }
+        assert!(!out.exists(), "{args:?} wrote a student");
+    }
+    // A device name that is not one fails the same way on every machine.
+    let r = bridge(&["train", "--data", m, "--out", o, "--device", "gpu0"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("device `gpu0`") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -882,3 +882,590 @@ fn gpu_teacher_matches_cpu_teacher() {
 /// (relative error, lowest cosine) the whole teacher must meet: see the test's comment.
 const TEACHER_F32_BOUND: (f32, f32) = (1e-5, 0.99999);
 const TEACHER_F16_BOUND: (f32, f32) = (1e-2, 0.9999);
+
+// ---- training kernels (kernels/train.cu, f32) ----
+//
+// The reference is the same `cpu::scalar` kernel run in f64 on the f32 inputs: the GPU sums its
+// reductions in f64, so the f64 reference bounds the GPU's own error, not the CPU's f32
+// rounding. The bar is the 1e-5 (error = max |gpu − ref| / max |ref|).
+
+use bridgeface::cuda::train;
+use cudarc::driver::CudaSlice;
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn up(dev: &CudaDevice, v: &[f32]) -> CudaSlice<f32> {
+    dev.stream().clone_htod(v).unwrap()
+}
+
+fn zeros(dev: &CudaDevice, len: usize) -> CudaSlice<f32> {
+    dev.stream().alloc_zeros(len.max(1)).unwrap()
+}
+
+fn down(dev: &CudaDevice, s: &CudaSlice<f32>, len: usize) -> Vec<f32> {
+    dev.stream().clone_dtoh(&s.slice(0..len)).unwrap()
+}
+
+fn check64(what: &str, gpu: &[f32], reference: &[f64]) {
+    check(what, gpu, &f32s(reference), Precision::F32);
+}
+
+const BN_SHAPES: [(usize, usize, usize); 5] =
+    [(2, 3, 1), (5, 7, 9), (3, 32, 256), (64, 17, 13), (1, 4, 3)];
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_bn_prelu_forward_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(11);
+    for &(n, c, hw) in &BN_SHAPES {
+        let len = n * c * hw;
+        // An offset mean, so the statistics are not trivially near zero.
+        let x: Vec<f32> = rand_vec(&mut rng, len, 2.0)
+            .iter()
+            .map(|v| v + 0.7)
+            .collect();
+        let gamma = rand_vec(&mut rng, c, 1.0);
+        let beta = rand_vec(&mut rng, c, 0.5);
+        let alpha = rand_vec(&mut rng, c, 0.3);
+        let (mut z, mut mean, mut var) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        scalar::batch_norm_train_forward::<f64>(
+            n,
+            c,
+            hw,
+            &f64s(&x),
+            &f64s(&gamma),
+            &f64s(&beta),
+            1e-5,
+            &mut z,
+            &mut mean,
+            &mut var,
+        );
+        let y: Vec<f64> = z
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v < 0.0 {
+                    v * alpha[(i / hw) % c] as f64
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let xd = up(&dev, &x);
+        let (mut md, mut vd) = (zeros(&dev, c), zeros(&dev, c));
+        train::bn_stats(&dev, &xd, &mut md, &mut vd, [n, c, hw]).unwrap();
+        check64("bn mean", &down(&dev, &md, c), &mean);
+        check64("bn var", &down(&dev, &vd, c), &var);
+        let (g, b, a) = (up(&dev, &gamma), up(&dev, &beta), up(&dev, &alpha));
+        for prelu in [true, false] {
+            let (mut zd, mut yd) = (zeros(&dev, len), zeros(&dev, len));
+            train::bn_prelu_forward(
+                &dev,
+                &xd,
+                (&md, &vd),
+                (&g, &b),
+                prelu.then_some(&a),
+                &mut zd,
+                &mut yd,
+                [n, c, hw],
+                1e-5,
+            )
+            .unwrap();
+            check64("bn output", &down(&dev, &zd, len), &z);
+            let want = if prelu { &y } else { &z };
+            check64(
+                &format!("bn+prelu({prelu}) output {n}x{c}x{hw}"),
+                &down(&dev, &yd, len),
+                want,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_bn_prelu_backward_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(12);
+    for &(n, c, hw) in &BN_SHAPES {
+        let len = n * c * hw;
+        let x: Vec<f32> = rand_vec(&mut rng, len, 1.5)
+            .iter()
+            .map(|v| v - 0.3)
+            .collect();
+        let gamma = rand_vec(&mut rng, c, 1.0);
+        let beta = rand_vec(&mut rng, c, 0.5);
+        let alpha = rand_vec(&mut rng, c, 0.3);
+        let dy = rand_vec(&mut rng, len, 1.0);
+        let (mut z, mut mean, mut var) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        scalar::batch_norm_train_forward::<f64>(
+            n,
+            c,
+            hw,
+            &f64s(&x),
+            &f64s(&gamma),
+            &f64s(&beta),
+            1e-5,
+            &mut z,
+            &mut mean,
+            &mut var,
+        );
+        // The GPU gets the f32 statistics and BN output; the reference uses the same values.
+        let (z32, mean32, var32) = (f32s(&z), f32s(&mean), f32s(&var));
+        for prelu in [true, false] {
+            let (mut dz, mut dalpha) = (f64s(&dy), vec![0.0; c]);
+            if prelu {
+                scalar::prelu_backward::<f64>(
+                    n,
+                    c,
+                    hw,
+                    &f64s(&z32),
+                    &f64s(&alpha),
+                    &f64s(&dy),
+                    &mut dz,
+                    &mut dalpha,
+                );
+            }
+            let (mut dx, mut dg, mut db) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            scalar::batch_norm_train_backward::<f64>(
+                n,
+                c,
+                hw,
+                &f64s(&x),
+                &dz,
+                &f64s(&gamma),
+                &f64s(&mean32),
+                &f64s(&var32),
+                1e-5,
+                &mut dx,
+                &mut dg,
+                &mut db,
+            );
+            let (zd, ad) = (up(&dev, &z32), up(&dev, &alpha));
+            let (mut dgd, mut dbd, mut dad, mut dxd) = (
+                zeros(&dev, c),
+                zeros(&dev, c),
+                zeros(&dev, c),
+                zeros(&dev, len),
+            );
+            train::bn_prelu_backward(
+                &dev,
+                &up(&dev, &x),
+                prelu.then_some((&zd, &ad, &mut dad)),
+                &up(&dev, &dy),
+                (&up(&dev, &gamma), &up(&dev, &mean32), &up(&dev, &var32)),
+                &mut dgd,
+                &mut dbd,
+                &mut dxd,
+                [n, c, hw],
+                1e-5,
+            )
+            .unwrap();
+            let what = format!("bn+prelu({prelu}) backward {n}x{c}x{hw}");
+            check64(&format!("{what} dx"), &down(&dev, &dxd, len), &dx);
+            check64(&format!("{what} dgamma"), &down(&dev, &dgd, c), &dg);
+            check64(&format!("{what} dbeta"), &down(&dev, &dbd, c), &db);
+            if prelu {
+                check64(&format!("{what} dalpha"), &down(&dev, &dad, c), &dalpha);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_conv3x3_backward_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(13);
+    // (n, c_in, h, w, c_out, stride, depthwise)
+    for &(n, c_in, h, w, c_out, stride, depthwise) in &[
+        (2, 3, 16, 16, 32, 1, false),
+        (3, 3, 7, 5, 5, 2, false),
+        (1, 2, 1, 1, 3, 1, false),
+        (2, 7, 9, 7, 7, 1, true),
+        (3, 5, 8, 8, 5, 2, true),
+        (4, 6, 5, 3, 6, 2, true),
+        (1, 4, 1, 1, 4, 1, true),
+        (33, 64, 16, 16, 64, 2, true),
+    ] {
+        let groups = if depthwise { c_in } else { 1 };
+        let g = ConvGeom::square(n, c_in, h, w, c_out, 3, stride, 1, groups);
+        let x = rand_vec(&mut rng, g.input_len(), 1.0);
+        let wt = rand_vec(&mut rng, g.weight_len(), 0.3);
+        let dy = rand_vec(&mut rng, g.output_len(), 1.0);
+        let mut dw = vec![0.0f64; g.weight_len()];
+        let mut dx = vec![0.0f64; g.input_len()];
+        if depthwise {
+            scalar::depthwise_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
+            scalar::depthwise_backward_data::<f64>(&g, &f64s(&dy), &f64s(&wt), &mut dx);
+        } else {
+            scalar::conv2d_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
+        }
+        let what =
+            format!("conv3x3 backward n{n} {c_in}->{c_out} {h}x{w} s{stride} dw={depthwise}");
+        let dyd = up(&dev, &dy);
+        let mut dwd = zeros(&dev, dw.len());
+        train::conv3x3_backward_weight(
+            &dev,
+            &up(&dev, &x),
+            &dyd,
+            &mut dwd,
+            [n, c_in, h, w],
+            c_out,
+            stride,
+            depthwise,
+        )
+        .unwrap();
+        check64(&format!("{what}: weight"), &down(&dev, &dwd, dw.len()), &dw);
+        if depthwise {
+            let mut dxd = zeros(&dev, dx.len());
+            train::depthwise_backward_data(
+                &dev,
+                &dyd,
+                &up(&dev, &wt),
+                &mut dxd,
+                [n, c_in, h, w],
+                stride,
+            )
+            .unwrap();
+            check64(&format!("{what}: data"), &down(&dev, &dxd, dx.len()), &dx);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_pointwise_backward_matches_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(14);
+    for &(n, c_in, hw, c_out) in &[
+        (2, 3, 5, 4),
+        (3, 17, 9, 33),
+        (5, 64, 16, 128),
+        (1, 1, 1, 1),
+        (300, 128, 16, 256),
+    ] {
+        let g = ConvGeom::square(n, c_in, hw, 1, c_out, 1, 1, 0, 1);
+        let x = rand_vec(&mut rng, g.input_len(), 1.0);
+        let wt = rand_vec(&mut rng, g.weight_len(), 0.3);
+        let dy = rand_vec(&mut rng, g.output_len(), 1.0);
+        let mut dw = vec![0.0f64; g.weight_len()];
+        let mut dx = vec![0.0f64; g.input_len()];
+        scalar::pointwise_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
+        scalar::pointwise_backward_data::<f64>(&g, &f64s(&dy), &f64s(&wt), &mut dx);
+        let what = format!("pointwise backward n{n} {c_in}->{c_out} hw{hw}");
+        let mut dwd = zeros(&dev, dw.len());
+        train::pointwise_backward_weight(
+            &dev,
+            &up(&dev, &x),
+            &up(&dev, &dy),
+            &mut dwd,
+            [n, c_in, hw],
+            c_out,
+        )
+        .unwrap();
+        check64(&format!("{what}: weight"), &down(&dev, &dwd, dw.len()), &dw);
+        // The input gradient is the forward GEMM with the transposed weight (as CudaTrainNet
+        // runs it).
+        let mut wtt = vec![0.0; wt.len()];
+        for co in 0..c_out {
+            for ci in 0..c_in {
+                wtt[ci * c_out + co] = wt[co * c_in + ci];
+            }
+        }
+        let mut dxd = DevBuf::zeros(&dev, dx.len(), Precision::F32).unwrap();
+        student::pointwise(
+            &dev,
+            &DevBuf::upload(&dev, &dy, Precision::F32).unwrap(),
+            &DevBuf::upload(&dev, &wtt, Precision::F32).unwrap(),
+            &zeros(&dev, c_in),
+            None,
+            None,
+            &mut dxd,
+            [n, c_out, hw],
+            c_in,
+        )
+        .unwrap();
+        check64(
+            &format!("{what}: data"),
+            &dxd.read(&dev, dx.len()).unwrap(),
+            &dx,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_head_and_add_match_scalar() {
+    let dev = gpu();
+    let mut rng = Rng::new(15);
+    for &(n, c, hw, m) in &[
+        (2, 3, 1, 4),
+        (5, 256, 16, 128),
+        (7, 9, 25, 3),
+        (130, 31, 4, 17),
+    ] {
+        // Global depthwise conv, forward and backward.
+        let x = rand_vec(&mut rng, n * c * hw, 1.0);
+        let w = rand_vec(&mut rng, c * hw, 0.3);
+        let dy = rand_vec(&mut rng, n * c, 1.0);
+        let mut y = vec![0.0f32; n * c];
+        scalar::global_depthwise_conv(n, c, hw, &x, &w, None, &mut y);
+        let (mut dx, mut dw) = (vec![0.0f64; n * c * hw], vec![0.0f64; c * hw]);
+        scalar::global_depthwise_backward::<f64>(
+            n,
+            c,
+            hw,
+            &f64s(&x),
+            &f64s(&w),
+            &f64s(&dy),
+            &mut dx,
+            &mut dw,
+        );
+        let (xd, wd) = (up(&dev, &x), up(&dev, &w));
+        let mut yd = zeros(&dev, n * c);
+        train::gdc_forward(&dev, &xd, &wd, &mut yd, [n, c, hw]).unwrap();
+        check("gdc forward", &down(&dev, &yd, n * c), &y, Precision::F32);
+        let (mut dxd, mut dwd) = (zeros(&dev, n * c * hw), zeros(&dev, c * hw));
+        train::gdc_backward(
+            &dev,
+            &xd,
+            &wd,
+            &up(&dev, &dy),
+            &mut dxd,
+            &mut dwd,
+            [n, c, hw],
+        )
+        .unwrap();
+        check64("gdc backward data", &down(&dev, &dxd, n * c * hw), &dx);
+        check64("gdc backward weight", &down(&dev, &dwd, c * hw), &dw);
+
+        // Linear (k = c inputs, m outputs), forward and backward.
+        let lx = rand_vec(&mut rng, n * c, 1.0);
+        let lw = rand_vec(&mut rng, m * c, 0.2);
+        let ldy = rand_vec(&mut rng, n * m, 1.0);
+        let mut ly = vec![0.0f32; n * m];
+        scalar::linear(n, c, m, &lx, &lw, None, &mut ly);
+        let (mut ldx, mut ldw) = (vec![0.0f64; n * c], vec![0.0f64; m * c]);
+        scalar::linear_backward_data::<f64>(n, c, m, &f64s(&ldy), &f64s(&lw), &mut ldx);
+        scalar::linear_backward_weight::<f64>(n, c, m, &f64s(&lx), &f64s(&ldy), &mut ldw);
+        let (lxd, lwd, ldyd) = (up(&dev, &lx), up(&dev, &lw), up(&dev, &ldy));
+        let mut lyd = zeros(&dev, n * m);
+        train::linear_forward(&dev, &lxd, &lwd, &mut lyd, [n, c, m]).unwrap();
+        check(
+            "linear forward",
+            &down(&dev, &lyd, n * m),
+            &ly,
+            Precision::F32,
+        );
+        let mut ldxd = zeros(&dev, n * c);
+        train::linear_backward_data(&dev, &ldyd, &lwd, &mut ldxd, [n, c, m]).unwrap();
+        check64("linear backward data", &down(&dev, &ldxd, n * c), &ldx);
+        let mut ldwd = zeros(&dev, m * c);
+        train::linear_backward_weight(&dev, &lxd, &ldyd, &mut ldwd, [n, c, m]).unwrap();
+        check64("linear backward weight", &down(&dev, &ldwd, m * c), &ldw);
+
+        // Residual add.
+        let mut sum = x.clone();
+        scalar::add(&mut sum, &dx.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let mut ad = up(&dev, &x);
+        train::add_inplace(&dev, &mut ad, &up(&dev, &f32s(&dx)), n * c * hw).unwrap();
+        check("add", &down(&dev, &ad, n * c * hw), &sum, Precision::F32);
+    }
+}
+
+// ---- the whole training step ----
+//
+// Whole-network gradients are compared with the CPU's f32 autograd tape, so the difference
+// includes the CPU's own f32 rounding through ~25 layers with batch-norm backward (whose
+// `count·dy − Σdy − x̂·Σdy·x̂` cancels): they are held to 1e-4 per tensor (error = max |gpu −
+// cpu| / max |cpu|), ten times the per-kernel bar. The embedding and the loss meet 1e-5.
+// These bounds were set before any GPU run; the lead records the measured errors.
+const NET_GRAD_TOL: f32 = 1e-4;
+
+fn perturbed_params(r: usize, seed: u64) -> StudentParams {
+    let mut p = StudentParams::random(StudentInfo::new(r).unwrap(), seed);
+    let mut rng = Rng::new(seed + 100);
+    for (name, t) in p.tensors.iter_mut() {
+        if name.contains(".bn.") || name.contains("prelu") {
+            for v in t.data_mut() {
+                *v = if name.ends_with("var") || name.ends_with("bn.weight") {
+                    rng.range(0.5, 1.5)
+                } else {
+                    rng.range(-0.3, 0.3)
+                };
+            }
+        }
+    }
+    p
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_train_net_forward_and_gradients_match_autograd() {
+    use bridgeface::autograd::student::{record_student, Mode};
+    use bridgeface::autograd::Tape;
+    use bridgeface::model::student::BN_EPS;
+    use bridgeface::train::gpu::{named_gradients, train_layers};
+    let dev = gpu();
+    let k = bridgeface::cpu::Kernels::scalar();
+    let mut rng = Rng::new(16);
+    for (r, n) in [(16, 6), (13, 3), (8, 17)] {
+        let p = perturbed_params(r, r as u64);
+        let x = rand_vec(&mut rng, n * 3 * r * r, 1.0);
+        let mut tape = Tape::new(&k);
+        let g = record_student(
+            &mut tape,
+            &p,
+            Tensor::new(&[n, 3, r, r], x.clone()).unwrap(),
+            Mode::Train,
+        )
+        .unwrap();
+        let want_emb = tape.value(g.embedding).data().to_vec();
+        let m = want_emb.len() / n;
+        let dout = rand_vec(&mut rng, n * m, 1.0);
+        tape.backward(g.embedding, Tensor::new(&[n, m], dout.clone()).unwrap())
+            .unwrap();
+
+        let mut net =
+            train::CudaTrainNet::new(dev.clone(), &train_layers(&p).unwrap(), BN_EPS).unwrap();
+        let (pre, stats) = net.forward(&x, n).unwrap();
+        let mut emb = pre.clone();
+        scalar::l2_normalize(n, m, &mut emb);
+        let e = rel_err(&emb, &want_emb);
+        assert!(e <= 1e-5, "r={r} n={n}: embedding error {e:e} > 1e-5");
+        assert_eq!(stats.len(), g.bn_stats.len());
+        for ((mean, var, count), s) in stats.iter().zip(&g.bn_stats) {
+            assert_eq!(*count, s.count, "{} count", s.prefix);
+            let (em, ev) = (rel_err(mean, &s.mean), rel_err(var, &s.var));
+            assert!(
+                em <= NET_GRAD_TOL && ev <= NET_GRAD_TOL,
+                "r={r} {}: batch mean error {em:e}, var error {ev:e}",
+                s.prefix
+            );
+        }
+        let mut dpre = vec![0.0f32; n * m];
+        scalar::l2_normalize_backward::<f32>(n, m, &pre, &dout, &mut dpre);
+        let grads = named_gradients(net.backward(&dpre).unwrap());
+        assert_eq!(grads.len(), g.params.len());
+        for (name, v) in &g.params {
+            let want = tape
+                .grad(*v)
+                .unwrap_or_else(|| panic!("CPU has no gradient for {name}"));
+            let got = &grads[name];
+            let e = rel_err(got, want.data());
+            assert!(
+                e <= NET_GRAD_TOL,
+                "r={r} n={n}: gradient of {name}: error {e:e} > {NET_GRAD_TOL:e}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
+fn gpu_training_step_matches_cpu_step() {
+    use bridgeface::train::gpu::GpuTrainer;
+    use bridgeface::train::{objective_step, Classification, TrainConfig, TrainState};
+    let _ = gpu();
+    let k = bridgeface::cpu::Kernels::scalar();
+    let (r, n, classes) = (16, 8, 10);
+    let cfg = TrainConfig::new(r);
+    let mut cpu_state = TrainState::new(&cfg, classes).unwrap();
+    cpu_state.params = perturbed_params(r, 3);
+    let start = cpu_state.clone();
+    let mut gpu_state = cpu_state.clone();
+    let mut trainer = GpuTrainer::open(0).unwrap();
+    let mut rng = Rng::new(17);
+    let indices: Vec<usize> = (0..n).collect();
+    // Two steps: the second runs with momentum and re-uploaded parameters.
+    for step in 0..2 {
+        let x = rand_vec(&mut rng, n * 3 * r * r, 1.0);
+        let labels: Vec<usize> = (0..n).map(|_| rng.below(classes)).collect();
+        let t = || Tensor::new(&[n, 3, r, r], x.clone()).unwrap();
+        let c = objective_step(
+            &k,
+            &cfg,
+            &mut cpu_state,
+            t(),
+            &labels,
+            &indices,
+            0.05,
+            &Classification,
+        )
+        .unwrap();
+        let g = trainer
+            .step(
+                &k,
+                &cfg,
+                &mut gpu_state,
+                t(),
+                &labels,
+                &indices,
+                0.05,
+                &Classification,
+            )
+            .unwrap();
+        let le = (g.loss - c.loss).abs() / c.loss.abs().max(1e-30);
+        assert!(
+            le <= 1e-5,
+            "step {step}: loss GPU {} vs CPU {} (relative {le:e})",
+            g.loss,
+            c.loss
+        );
+        assert_eq!(g.correct, c.correct, "step {step}: correct faces differ");
+        assert_eq!(g.faces, n);
+    }
+    assert_eq!(gpu_state.step, cpu_state.step);
+    // Parameters are compared by their change from the start (the update), which is what the
+    // gradients determine; running statistics directly.
+    for (name, cpu_t) in &cpu_state.params.tensors {
+        let before = start.params.get(name).unwrap().data();
+        let gpu_t = gpu_state.params.get(name).unwrap().data();
+        let (dc, dg): (Vec<f32>, Vec<f32>) = if name.contains("running") {
+            (cpu_t.data().to_vec(), gpu_t.to_vec())
+        } else {
+            (
+                cpu_t
+                    .data()
+                    .iter()
+                    .zip(before)
+                    .map(|(a, b)| a - b)
+                    .collect(),
+                gpu_t.iter().zip(before).map(|(a, b)| a - b).collect(),
+            )
+        };
+        let e = rel_err(&dg, &dc);
+        assert!(
+            e <= NET_GRAD_TOL,
+            "{name} after 2 steps: error {e:e} > {NET_GRAD_TOL:e}"
+        );
+    }
+    let before = start.classifier.data();
+    let dc: Vec<f32> = cpu_state
+        .classifier
+        .data()
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let dg: Vec<f32> = gpu_state
+        .classifier
+        .data()
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let e = rel_err(&dg, &dc);
+    assert!(
+        e <= NET_GRAD_TOL,
+        "classifier update: error {e:e} > {NET_GRAD_TOL:e}"
+    );
+}

@@ -49,7 +49,8 @@ struct Args {
     /// Skip the FMA-peak and pointwise-layer measurement.
     #[arg(long)]
     no_peak: bool,
-    /// cpu (default) or cuda[:N]: the GPU benchmark (batch 1, 256, 4096, 65536; CUDA events).
+    /// cpu (default) or cuda[:N]: the GPU benchmark (batch 1, 256, 4096, 65536; CUDA events);
+    /// with `--model train`, GPU training steps at batch 256 and 1024 (or --batch).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -101,6 +102,10 @@ fn run(a: Args) -> Result<()> {
                 .batch
                 .map_or(TEACHER_CUDA_BENCH_BATCHES.to_vec(), |b| vec![b]);
             return bench_cuda_teacher(d, a.weights.clone(), &batches, 20);
+        }
+        if a.model == "train" {
+            let batches = a.batch.map_or(vec![256, 1024], |b| vec![b]);
+            return bridgeface::cli::device::bench_train_cuda(d, &batches, a.runs.max(5));
         }
         return bridgeface::cli::device::bench_cuda(d, 20);
     }

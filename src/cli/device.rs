@@ -192,6 +192,94 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// `bridge-bench --model train --device cuda:N`: faces per second of whole training steps of a
+/// fresh 16×16 student with the network on the GPU (CosFace over 100 identities, SGD), at each
+/// batch size; wall clock around each step, which ends synchronised (the gradients come back to
+/// the host). Median of `runs` after one warm-up step; also the network's forward alone.
+pub fn bench_train_cuda(device: Device, batches: &[usize], runs: usize) -> Result<()> {
+    let Device::Cuda(ordinal) = device else {
+        return Err(Error::InvalidArgument(
+            "bench_train_cuda needs a cuda device".into(),
+        ));
+    };
+    bench_train_cuda_impl(ordinal, batches, runs)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_train_cuda_impl(_ordinal: usize, _batches: &[usize], _runs: usize) -> Result<()> {
+    Err(not_built())
+}
+
+#[cfg(feature = "cuda")]
+fn bench_train_cuda_impl(ordinal: usize, batches: &[usize], runs: usize) -> Result<()> {
+    use crate::cuda::train::CudaTrainNet;
+    use crate::model::student::BN_EPS;
+    use crate::rng::Rng;
+    use crate::train::gpu::{train_layers, GpuTrainer};
+    use crate::train::{TrainConfig, TrainState};
+    use std::time::Instant;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let k = cpu::kernels()?;
+    let r = 16;
+    let classes = 100;
+    let cfg = TrainConfig::new(r);
+    let mut gpu = GpuTrainer::open(ordinal)?;
+    println!(
+        "device cuda:{ordinal} {} ({}); host kernels {}",
+        gpu.device().name,
+        gpu.device().arch,
+        k.isa.name()
+    );
+    for &batch in batches {
+        let mut rng = Rng::new(7);
+        let x: Vec<f32> = (0..batch * 3 * r * r)
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        let labels: Vec<usize> = (0..batch).map(|_| rng.below(classes)).collect();
+        let indices: Vec<usize> = (0..batch).collect();
+        let mut state = TrainState::new(&cfg, classes)?;
+        let mut step_s = Vec::with_capacity(runs);
+        for i in 0..=runs {
+            let input = Tensor::new(&[batch, 3, r, r], x.clone())?;
+            let t = Instant::now();
+            gpu.step(
+                k,
+                &cfg,
+                &mut state,
+                input,
+                &labels,
+                &indices,
+                0.01,
+                &crate::train::Classification,
+            )?;
+            if i > 0 {
+                step_s.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let mut net =
+            CudaTrainNet::new(gpu.device().clone(), &train_layers(&state.params)?, BN_EPS)?;
+        let mut fwd_s = Vec::with_capacity(runs);
+        for i in 0..=runs {
+            let t = Instant::now();
+            std::hint::black_box(net.forward(&x, batch)?);
+            if i > 0 {
+                fwd_s.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (step, fwd) = (median(step_s), median(fwd_s));
+        println!(
+            "train {r}x{r} device=cuda:{ordinal} f32 batch={batch}: step {:.2} ms = {:.0} faces/s (network forward {:.2} ms; median of {runs})",
+            step * 1e3,
+            batch as f64 / step,
+            fwd * 1e3
+        );
+    }
+    Ok(())
+}
+
 /// The `--device X` / `--device=X` of a raw argument list, if given (for `bridge-bench`).
 pub fn device_from_args(args: &[String]) -> Result<Option<Device>> {
     let mut it = args.iter();

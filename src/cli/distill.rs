@@ -150,6 +150,9 @@ pub struct Step2Opts {
     pub resume: bool,
     #[arg(long)]
     pub quiet: bool,
+    /// Where the student's forward and backward run: cpu, cuda or cuda:N (feature `cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +182,8 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
         DistillCommand::Step1(a) => step1(&a.data, &a.out, &a.opts),
         DistillCommand::Step2(a) => step2(&a.bridge, &a.out, a.data.clone(), &a.opts),
         DistillCommand::All(a) => {
+            // A GPU that cannot train should fail now, not after step 1.
+            super::train::backend(&a.step2.device)?;
             step1(&a.data, &a.bridge, &a.step1)?;
             step2(&a.bridge, &a.out, None, &a.step2)
         }
@@ -274,6 +279,7 @@ fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
 
 fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -> Result<()> {
     let k = cpu::kernels()?;
+    let backend = super::train::backend(&o.device)?;
     let target = match o.objective {
         ObjectiveArg::Bridge => Target::Bridge,
         ObjectiveArg::Direct => Target::Direct,
@@ -342,6 +348,7 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
         o.loader_threads,
         o.quiet,
         &objective,
+        backend,
     )?;
     if finished {
         if let Some(f16) = &o.f16_out {

@@ -1,6 +1,7 @@
 //! `bridge train`: the "from scratch" classification baseline on an ImageFolder set. Parses
 //! options into a `TrainConfig`, wires Ctrl-C to a clean stop, and saves the student; no maths.
 
+use super::device::Device;
 use crate::autograd::loss::Margin;
 use crate::cpu;
 use crate::data::augment::AugmentConfig;
@@ -9,7 +10,7 @@ use crate::data::folder::ImageFolder;
 use crate::data::loader::Source;
 use crate::error::{Error, Result};
 use crate::train::{
-    self, checkpoint, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState,
+    self, checkpoint, Backend, OptimizerKind, RunOptions, RunOutcome, TrainConfig, TrainState,
 };
 use crate::weights::StoreDtype;
 use clap::{Args, ValueEnum};
@@ -117,6 +118,9 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the network's forward and backward run: cpu, cuda or cuda:N (feature `cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl TrainArgs {
@@ -179,6 +183,7 @@ pub(super) fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 /// Runs `bridge train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let k = cpu::kernels()?;
+    let backend = backend(&args.device)?;
     let cfg = args.config();
     let folder = ImageFolder::open(&args.data)?;
     let source = Arc::new(Source::Folder(folder));
@@ -194,8 +199,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.threads,
         args.quiet,
         &train::Classification,
+        backend,
     )
     .map(|_| ())
+}
+
+/// Parses `--device` and checks, before any data is read, that it can train: the GPU opens, or
+/// the one-line reason it cannot.
+pub(super) fn backend(device: &str) -> Result<Backend> {
+    let b = match Device::parse(device)? {
+        Device::Cpu => Backend::Cpu,
+        Device::Cuda(n) => Backend::Cuda(n),
+    };
+    train::check_backend(b)?;
+    Ok(b)
 }
 
 /// The state to train from: OUT.ckpt when resuming (an error if it is missing), else `fresh()`.
@@ -230,6 +247,7 @@ pub(super) fn run_to_file(
     threads: usize,
     quiet: bool,
     objective: &dyn train::Objective,
+    backend: Backend,
 ) -> Result<bool> {
     let ckpt = with_suffix(out, ".ckpt");
     let csv = with_suffix(out, ".csv");
@@ -239,11 +257,14 @@ pub(super) fn run_to_file(
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .map_err(|e| Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}")))?;
     eprintln!(
-        "training {}px student on {} images of {} identities ({} kernels)",
+        "training {}px student on {} images of {} identities ({})",
         cfg.resolution,
         source.len(),
         source.classes(),
-        k.isa.name()
+        match backend {
+            Backend::Cpu => format!("{} kernels", k.isa.name()),
+            Backend::Cuda(n) => format!("network on cuda:{n}"),
+        }
     );
     let opts = RunOptions {
         checkpoint: ckpt.clone(),
@@ -252,6 +273,7 @@ pub(super) fn run_to_file(
         progress: !quiet,
         max_steps: None,
         workers: threads,
+        backend,
     };
     let (outcome, epochs) = train::run_objective(k, cfg, state, source, &opts, objective)?;
     for e in &epochs {

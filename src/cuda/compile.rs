@@ -19,8 +19,9 @@ pub struct KernelSource {
     pub entry_points: &'static [&'static str],
 }
 
-/// Every kernel file. Each entry point exists as `_f32` and `_f16` (f16 storage, f32 accumulation).
-pub const SOURCES: [KernelSource; 5] = [
+/// Every kernel file. Inference entry points exist as `_f32` and `_f16` (f16 storage, f32
+/// accumulation), the tensor-core ones as `_f16` only, the training ones (train.cu) as `_f32`.
+pub const SOURCES: [KernelSource; 6] = [
     KernelSource {
         file: "conv3x3.cu",
         source: include_str!("../../kernels/conv3x3.cu"),
@@ -69,6 +70,26 @@ pub const SOURCES: [KernelSource; 5] = [
             "graph_linear_splitk_f16",
             "graph_linear_reduce_f32",
             "graph_linear_reduce_f16",
+        ],
+    },
+    KernelSource {
+        file: "train.cu",
+        source: include_str!("../../kernels/train.cu"),
+        entry_points: &[
+            "bn_stats_f32",
+            "bn_prelu_forward_f32",
+            "bn_prelu_backward_sums_f32",
+            "bn_prelu_backward_dx_f32",
+            "add_inplace_f32",
+            "depthwise_backward_data_f32",
+            "conv3x3_backward_weight_f32",
+            "pointwise_backward_weight_partial_f32",
+            "sum_partials_f32",
+            "gdc_forward_f32",
+            "gdc_backward_f32",
+            "linear_forward_f32",
+            "linear_backward_data_f32",
+            "linear_backward_weight_f32",
         ],
     },
 ];

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod device;
 pub mod graph;
 pub mod student;
+pub mod train;
 
 pub use device::CudaDevice;
 pub use student::{CudaStudent, Gemm, Precision, StudentLayers};

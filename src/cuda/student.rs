@@ -184,7 +184,7 @@ impl Gemm {
 }
 
 /// A null device pointer, for the optional PReLU slopes and residual input.
-static NULL_PTR: u64 = 0;
+pub(crate) static NULL_PTR: u64 = 0;
 
 pub(crate) fn push<'a>(b: &mut LaunchArgs<'a>, x: &'a DevBuf) {
     match x {

@@ -3,10 +3,14 @@
 //! It composes autograd, optim and data; it must not hold kernels or loss formulas of its own.
 
 pub mod checkpoint;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 
 use crate::autograd::loss::{margin_softmax, Margin};
-use crate::autograd::student::{is_trainable, record_student, update_running_stats, Mode};
-use crate::autograd::Tape;
+use crate::autograd::student::{
+    is_trainable, record_student, update_running_stats, BnBatchStats, Mode,
+};
+use crate::autograd::{Tape, Var};
 use crate::cpu::Kernels;
 use crate::data::augment::AugmentConfig;
 use crate::data::degrade::DegradeConfig;
@@ -251,12 +255,65 @@ pub fn objective_step(
             indices.len()
         )));
     }
-    let classes = state.classifier.shape()[0];
     let mut tape = Tape::new(k);
     let graph = record_student(&mut tape, &state.params, x, Mode::Train)?;
+    let head = classify_and_backward(
+        &mut tape,
+        graph.embedding,
+        cfg,
+        state,
+        labels,
+        indices,
+        objective,
+    )?;
+    let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
+    for (name, v) in &graph.params {
+        let g = tape.grad(*v).map(|t| t.data().to_vec());
+        grads.push((
+            name.clone(),
+            g.unwrap_or_else(|| vec![0.0; tape.value(*v).numel()]),
+        ));
+    }
+    let cg = tape.grad(head.centres).map(|t| t.data().to_vec());
+    grads.push((
+        CLASSIFIER.into(),
+        cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()]),
+    ));
+    drop(tape);
+    apply_gradients(cfg, state, grads, &graph.bn_stats, lr)?;
+    Ok(StepStats {
+        loss: head.loss,
+        correct: head.correct,
+        faces: n,
+    })
+}
+
+/// What `classify_and_backward` leaves: the loss, the correct faces, and the class-centre leaf
+/// (whose gradient the tape now holds).
+struct HeadResult {
+    loss: f32,
+    correct: usize,
+    centres: Var,
+}
+
+/// Everything of a step after the student's embedding `emb [n, 128]` (unit rows) is on the
+/// tape: margin-softmax over the normalised class centres, the objective's embedding loss, and
+/// the backward pass through the whole tape. Shared by the CPU and the GPU step, so both
+/// compute the loss and its gradient with the same code.
+fn classify_and_backward(
+    tape: &mut Tape,
+    emb: Var,
+    cfg: &TrainConfig,
+    state: &TrainState,
+    labels: &[usize],
+    indices: &[usize],
+    objective: &dyn Objective,
+) -> Result<HeadResult> {
+    let n = labels.len();
+    let classes = state.classifier.shape()[0];
     let centres = tape.leaf(state.classifier.clone(), true);
     let unit_centres = tape.l2_normalize(centres)?;
-    let cos = tape.linear(graph.embedding, unit_centres)?;
+    let cos = tape.linear(emb, unit_centres)?;
     let mut dcos = vec![0.0f32; n * classes];
     let (class_loss, correct) = margin_softmax(
         tape.value(cos).data(),
@@ -270,10 +327,10 @@ pub fn objective_step(
     let wc = objective.class_weight();
     dcos.iter_mut().for_each(|g| *g *= wc);
     let mut demb = vec![0.0f32; n * EMBEDDING_SIZE];
-    let extra = objective.embedding_loss(tape.value(graph.embedding).data(), indices, &mut demb)?;
+    let extra = objective.embedding_loss(tape.value(emb).data(), indices, &mut demb)?;
     let loss = wc * class_loss + extra;
     if extra != 0.0 || demb.iter().any(|g| *g != 0.0) {
-        tape.add_grad(graph.embedding, Tensor::new(&[n, EMBEDDING_SIZE], demb)?)?;
+        tape.add_grad(emb, Tensor::new(&[n, EMBEDDING_SIZE], demb)?)?;
     }
     if !loss.is_finite() {
         return Err(Error::InvalidArgument(format!(
@@ -282,20 +339,23 @@ pub fn objective_step(
         )));
     }
     tape.backward(cos, Tensor::new(&[n, classes], dcos)?)?;
-    let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
-    for (name, v) in &graph.params {
-        let g = tape.grad(*v).map(|t| t.data().to_vec());
-        grads.push((
-            name.clone(),
-            g.unwrap_or_else(|| vec![0.0; tape.value(*v).numel()]),
-        ));
-    }
-    let cg = tape.grad(centres).map(|t| t.data().to_vec());
-    grads.push((
-        CLASSIFIER.into(),
-        cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()]),
-    ));
-    drop(tape);
+    Ok(HeadResult {
+        loss,
+        correct,
+        centres,
+    })
+}
+
+/// The end of every step: clips `grads` (the trainable parameters in name order, then the
+/// classifier), runs the optimiser, folds the batch statistics into the running ones and
+/// counts the step.
+fn apply_gradients(
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    mut grads: Vec<(String, Vec<f32>)>,
+    bn_stats: &[BnBatchStats],
+    lr: f32,
+) -> Result<()> {
     if let Some(max) = cfg.clip {
         let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
         clip_grad_norm(&mut views, max);
@@ -310,7 +370,12 @@ pub fn objective_step(
             let (gname, g) = grad_iter.next().ok_or_else(|| {
                 Error::Shape("gradient list is shorter than the parameters".into())
             })?;
-            debug_assert_eq!(gname, name);
+            if gname != name || g.len() != t.numel() {
+                return Err(Error::Shape(format!(
+                    "gradient `{gname}` ({} values) does not match parameter `{name}`",
+                    g.len()
+                )));
+            }
             updates.push((name.as_str(), t.data_mut(), g.as_slice(), decays(name)));
         }
         let (_, cg) = grad_iter
@@ -319,13 +384,9 @@ pub fn objective_step(
         updates.push((CLASSIFIER, state.classifier.data_mut(), cg.as_slice(), true));
         state.optim.step(&mut updates, lr)?;
     }
-    update_running_stats(&mut state.params, &graph.bn_stats)?;
+    update_running_stats(&mut state.params, bn_stats)?;
     state.step += 1;
-    Ok(StepStats {
-        loss,
-        correct,
-        faces: n,
-    })
+    Ok(())
 }
 
 /// Where a run writes, and how it may be stopped early.
@@ -340,6 +401,65 @@ pub struct RunOptions {
     /// Stop after this many steps in this call (tests use it to simulate an interruption).
     pub max_steps: Option<u64>,
     pub workers: usize,
+    /// Where the network's forward and backward run.
+    pub backend: Backend,
+}
+
+/// Where a step's network arithmetic runs. The loss, optimiser and data stay on the CPU either
+/// way (they are a small share of the work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    #[default]
+    Cpu,
+    /// GPU `N` (feature `cuda`).
+    Cuda(usize),
+}
+
+/// The opened backend of a run.
+enum Stepper {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Gpu(Box<gpu::GpuTrainer>),
+}
+
+impl Stepper {
+    fn open(backend: Backend) -> Result<Stepper> {
+        match backend {
+            Backend::Cpu => Ok(Stepper::Cpu),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(ordinal) => Ok(Stepper::Gpu(Box::new(gpu::GpuTrainer::open(ordinal)?))),
+            #[cfg(not(feature = "cuda"))]
+            Backend::Cuda(_) => Err(Error::Cuda(
+                "this binary was built without CUDA support; rebuild with `cargo build --release --features cuda` or use --device cpu"
+                    .into(),
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        k: &Kernels,
+        cfg: &TrainConfig,
+        state: &mut TrainState,
+        x: Tensor,
+        labels: &[usize],
+        indices: &[usize],
+        lr: f32,
+        objective: &dyn Objective,
+    ) -> Result<StepStats> {
+        match self {
+            Stepper::Cpu => objective_step(k, cfg, state, x, labels, indices, lr, objective),
+            #[cfg(feature = "cuda")]
+            Stepper::Gpu(g) => g.step(k, cfg, state, x, labels, indices, lr, objective),
+        }
+    }
+}
+
+/// Checks that `backend` can run (for the CLI, before it loads any data): opens the GPU, or
+/// says in one line why it cannot.
+pub fn check_backend(backend: Backend) -> Result<()> {
+    Stepper::open(backend).map(|_| ())
 }
 
 /// How a run ended.
@@ -388,6 +508,7 @@ pub fn run_objective(
             state.classifier.shape()[0]
         )));
     }
+    let mut stepper = Stepper::open(opts.backend)?;
     let per_epoch = batches_per_epoch(source.len(), cfg.batch);
     let schedule = cfg.schedule(source.len());
     let total = (cfg.epochs * per_epoch) as u64;
@@ -445,7 +566,7 @@ pub fn run_objective(
             )));
         }
         let lr = schedule.lr(state.step);
-        let s = objective_step(k, cfg, state, x, &labels, &indices, lr, objective)?;
+        let s = stepper.step(k, cfg, state, x, &labels, &indices, lr, objective)?;
         steps_here += 1;
         epoch_faces += s.faces;
         state.epoch_loss += s.loss as f64 * s.faces as f64;

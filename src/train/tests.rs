@@ -96,6 +96,7 @@ fn options(dir: &std::path::Path, max_steps: Option<u64>) -> RunOptions {
         progress: false,
         max_steps,
         workers: 2,
+        backend: super::Backend::Cpu,
     }
 }
 
