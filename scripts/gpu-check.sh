@@ -3,7 +3,8 @@
 # assets/gpu-bundle/ carried over (built here by scripts/gpu-bundle.sh). Runs, in order:
 #   1. the NVRTC compile tests and every GPU-vs-CPU-scalar correctness test,
 #   2. bridge-bench --device cuda:0 (batch 1, 256, 4096, 65536; f32 and f16; CUDA events),
-#   3. the PyTorch peer (cuDNN, fp16, channels_last) on the same random student weights.
+#   3. the teacher and training benchmarks on the GPU (and training on this machine's CPU),
+#   4. the PyTorch peer (cuDNN, fp16, channels_last) on the same random student weights.
 # Everything is also written to $OUT (or assets/gpu-check-out) for BENCHMARKS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,9 @@ log "bridge-bench --device cuda:0"
 "$B/bridge-bench" --device cuda:0 2>&1 | tee "$O/bench-bridge.txt" || status=1
 log "bridge-bench --model teacher --device cuda:0"
 "$B/bridge-bench" --model teacher --device cuda:0 2>&1 | tee "$O/bench-teacher.txt" || status=1
+log "bridge-bench --model train --device cuda:0 (training steps on the GPU), then on this machine's CPU"
+"$B/bridge-bench" --model train --device cuda:0 2>&1 | tee "$O/bench-train-cuda.txt" || status=1
+"$B/bridge-bench" --model train --runs 5 2>&1 | tee "$O/bench-train-cpu.txt" || status=1
 log "PyTorch peer"
 python3 benches/torch_peer.py --weights "$O/student.safetensors" \
   --check-image "$O/face.ppm" --check-embedding "$O/embed-cpu.json" 2>&1 | tee "$O/bench-torch.txt" || status=1
