@@ -347,7 +347,7 @@ pub fn depthwise3x3(
         dim(wd, "w")?,
         dim(stride, "stride")?,
     ];
-    let cfg = thread_cfg(n * c * ow, "output columns")?;
+    let cfg = thread_cfg(n * c * oh, "output rows")?;
     let f = dev.function(&format!("depthwise3x3_bias_prelu_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
@@ -359,7 +359,7 @@ pub fn depthwise3x3(
         b.arg(v);
     }
     // SAFETY: matches `depthwise3x3_bias_prelu_*` in kernels/depthwise.cu (one thread per
-    // output column, 32-bit column index checked by `thread_cfg`); sizes checked above.
+    // output row, 32-bit row index checked by `thread_cfg`); sizes checked above.
     unsafe { b.launch(cfg) }.map_err(driver_err("depthwise launch"))?;
     Ok(())
 }
