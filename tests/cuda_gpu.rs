@@ -263,6 +263,37 @@ fn gpu_depthwise_pointwise_fused_matches_scalar() {
     }
 }
 
+/// Random head inputs (stored as `p` stores them) and the scalar chain's embeddings.
+struct HeadCase {
+    x: Vec<f32>,
+    gw: Vec<f32>,
+    gb: Vec<f32>,
+    lw: Vec<f32>,
+    lb: Vec<f32>,
+    want: Vec<f32>,
+}
+
+fn head_case(rng: &mut Rng, p: Precision, [n, c, hw]: [usize; 3], m: usize) -> HeadCase {
+    let x = stored(&rand_vec(rng, n * c * hw, 1.0), p);
+    let gw = stored(&rand_vec(rng, c * hw, 0.3), p);
+    let gb = rand_vec(rng, c, 0.1);
+    let lw = stored(&rand_vec(rng, m * c, 0.1), p);
+    let lb = rand_vec(rng, m, 0.1);
+    let mut pooled = vec![0.0; n * c];
+    scalar::global_depthwise_conv(n, c, hw, &x, &gw, Some(&gb), &mut pooled);
+    let mut want = vec![0.0; n * m];
+    scalar::linear(n, c, m, &pooled, &lw, Some(&lb), &mut want);
+    scalar::l2_normalize(n, m, &mut want);
+    HeadCase {
+        x,
+        gw,
+        gb,
+        lw,
+        lb,
+        want,
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
 fn gpu_head_matches_scalar() {
@@ -275,16 +306,14 @@ fn gpu_head_matches_scalar() {
             (5, 70, 9, 33),
             (2, 300, 4, 257),
         ] {
-            let x = stored(&rand_vec(&mut rng, n * c * hw, 1.0), p);
-            let gw = stored(&rand_vec(&mut rng, c * hw, 0.3), p);
-            let gb = rand_vec(&mut rng, c, 0.1);
-            let lw = stored(&rand_vec(&mut rng, m * c, 0.1), p);
-            let lb = rand_vec(&mut rng, m, 0.1);
-            let mut pooled = vec![0.0; n * c];
-            scalar::global_depthwise_conv(n, c, hw, &x, &gw, Some(&gb), &mut pooled);
-            let mut want = vec![0.0; n * m];
-            scalar::linear(n, c, m, &pooled, &lw, Some(&lb), &mut want);
-            scalar::l2_normalize(n, m, &mut want);
+            let HeadCase {
+                x,
+                gw,
+                gb,
+                lw,
+                lb,
+                want,
+            } = head_case(&mut rng, p, [n, c, hw], m);
             let s = dev.stream();
             let mut y = s.alloc_zeros::<f32>(n * m).unwrap();
             student::head(
@@ -593,16 +622,14 @@ fn gpu_head_gemm_matches_scalar() {
             (5, 70, 9, 33),
             (300, 40, 4, 7),
         ] {
-            let x = stored(&rand_vec(&mut rng, n * c * hw, 1.0), p);
-            let gw = stored(&rand_vec(&mut rng, c * hw, 0.3), p);
-            let gb = rand_vec(&mut rng, c, 0.1);
-            let lw = stored(&rand_vec(&mut rng, m * c, 0.1), p);
-            let lb = rand_vec(&mut rng, m, 0.1);
-            let mut pooled = vec![0.0; n * c];
-            scalar::global_depthwise_conv(n, c, hw, &x, &gw, Some(&gb), &mut pooled);
-            let mut want = vec![0.0; n * m];
-            scalar::linear(n, c, m, &pooled, &lw, Some(&lb), &mut want);
-            scalar::l2_normalize(n, m, &mut want);
+            let HeadCase {
+                x,
+                gw,
+                gb,
+                lw,
+                lb,
+                want,
+            } = head_case(&mut rng, p, [n, c, hw], m);
             let s = dev.stream();
             let mut y = s.alloc_zeros::<f32>(n * m).unwrap();
             let mut pooled_d = DevBuf::zeros(&dev, n * c, p).unwrap();
@@ -639,25 +666,7 @@ fn gpu_head_gemm_matches_scalar() {
 // ---- Imported graphs (the SFace teacher): kernels/graph.cu and src/cuda/graph.rs ----
 
 use bridgeface::cuda::graph::{self as gpu_graph_ops, ConvShape};
-
-fn conv_geom(n: usize, s: &ConvShape) -> ConvGeom {
-    ConvGeom {
-        n,
-        c_in: s.c_in,
-        h: s.h,
-        w: s.w,
-        c_out: s.c_out,
-        kh: s.kh,
-        kw: s.kw,
-        stride_h: s.stride[0],
-        stride_w: s.stride[1],
-        pad_t: s.pads[0],
-        pad_l: s.pads[1],
-        pad_b: s.pads[2],
-        pad_r: s.pads[3],
-        groups: s.groups,
-    }
-}
+use bridgeface::model::gpu::conv_geom;
 
 /// The generic direct conv (and `conv`, which sends plain 1×1 convs to the pointwise GEMM)
 /// against `scalar::conv2d` + `scalar::prelu`: groups 1, depthwise and grouped; strides 1 and 2

@@ -41,6 +41,26 @@ fn per_channel(graph: &Graph, name: &str, c: usize, node: &Node) -> Result<Vec<f
     }
 }
 
+/// The CPU kernels' geometry of a GPU conv op over `n` faces (for CPU references and checks).
+pub fn conv_geom(n: usize, s: &ConvShape) -> cpu::ConvGeom {
+    cpu::ConvGeom {
+        n,
+        c_in: s.c_in,
+        h: s.h,
+        w: s.w,
+        c_out: s.c_out,
+        kh: s.kh,
+        kw: s.kw,
+        stride_h: s.stride[0],
+        stride_w: s.stride[1],
+        pad_t: s.pads[0],
+        pad_l: s.pads[1],
+        pad_b: s.pads[2],
+        pad_r: s.pads[3],
+        groups: s.groups,
+    }
+}
+
 /// Converts `graph` (one input of per-face shape `input_shape`, the batch dimension left out,
 /// and one output) into the GPU's op list. A conv followed by a PReLU that alone reads it runs
 /// as one op; Identity, Flatten(1) and batch-keeping Reshapes are free views. Any op kind the
@@ -326,7 +346,7 @@ impl CudaTeacher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::{scalar, ConvGeom, Kernels};
+    use crate::cpu::{scalar, Kernels};
     use crate::model::graph::{GraphInput, GraphSpec};
     use crate::rng::Rng;
     use std::collections::BTreeMap;
@@ -360,22 +380,7 @@ mod tests {
                     prelu,
                     ..
                 } => {
-                    let geom = ConvGeom {
-                        n,
-                        c_in: s.c_in,
-                        h: s.h,
-                        w: s.w,
-                        c_out: s.c_out,
-                        kh: s.kh,
-                        kw: s.kw,
-                        stride_h: s.stride[0],
-                        stride_w: s.stride[1],
-                        pad_t: s.pads[0],
-                        pad_l: s.pads[1],
-                        pad_b: s.pads[2],
-                        pad_r: s.pads[3],
-                        groups: s.groups,
-                    };
+                    let geom = conv_geom(n, s);
                     let mut y = vec![0.0; len];
                     let xin = &bufs[slot[*input]][..n * g.values[*input]];
                     scalar::conv2d(&geom, xin, &store(weight, f16), Some(bias), &mut y);
