@@ -29,6 +29,15 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     (weights, png)
 }
 
+/// Whether this build and machine can run `--device cuda` (feature, driver, GPU and NVRTC).
+fn gpu_usable() -> bool {
+    #[cfg(feature = "cuda")]
+    return bridgeface::cuda::device::device_count() > 0
+        && bridgeface::cuda::nvrtc_present().is_ok();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bridge-cuda-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -71,11 +80,7 @@ fn embed_device_cuda_without_gpu_is_a_clear_error() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "panicked: {err}");
-    #[cfg(feature = "cuda")]
-    let gpu_usable =
-        bridgeface::cuda::device::device_count() > 0 && bridgeface::cuda::nvrtc_present().is_ok();
-    #[cfg(not(feature = "cuda"))]
-    let gpu_usable = false;
+    let gpu_usable = gpu_usable();
     if gpu_usable {
         assert!(out.status.success(), "a usable GPU is present but: {err}");
     } else {
@@ -106,11 +111,7 @@ fn embed_teacher_device_cuda_without_gpu_is_a_clear_error() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "panicked: {err}");
-    #[cfg(feature = "cuda")]
-    let gpu_usable =
-        bridgeface::cuda::device::device_count() > 0 && bridgeface::cuda::nvrtc_present().is_ok();
-    #[cfg(not(feature = "cuda"))]
-    let gpu_usable = false;
+    let gpu_usable = gpu_usable();
     if gpu_usable && bridgeface::assets::sface_onnx().is_ok() {
         assert!(out.status.success(), "a usable GPU is present but: {err}");
         let line = String::from_utf8_lossy(&out.stdout);
@@ -139,11 +140,7 @@ fn train_and_distill_device_cuda_without_gpu_is_a_clear_error() {
     let missing = dir.join("missing");
     let out = dir.join("student.safetensors");
     let (m, o) = (missing.to_str().unwrap(), out.to_str().unwrap());
-    #[cfg(feature = "cuda")]
-    let gpu_usable =
-        bridgeface::cuda::device::device_count() > 0 && bridgeface::cuda::nvrtc_present().is_ok();
-    #[cfg(not(feature = "cuda"))]
-    let gpu_usable = false;
+    let gpu_usable = gpu_usable();
     let runs: [Vec<&str>; 3] = [
         vec!["train", "--data", m, "--out", o, "--device", "cuda"],
         vec![

@@ -294,47 +294,6 @@ fn head_case(rng: &mut Rng, p: Precision, [n, c, hw]: [usize; 3], m: usize) -> H
     }
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --features cuda -- --ignored gpu"]
-fn gpu_head_matches_scalar() {
-    let dev = gpu();
-    let mut rng = Rng::new(4);
-    for p in [Precision::F32, Precision::F16] {
-        for &(n, c, hw, m) in &[
-            (3, 256, 16, 128),
-            (1, 256, 1, 128),
-            (5, 70, 9, 33),
-            (2, 300, 4, 257),
-        ] {
-            let HeadCase {
-                x,
-                gw,
-                gb,
-                lw,
-                lb,
-                want,
-            } = head_case(&mut rng, p, [n, c, hw], m);
-            let s = dev.stream();
-            let mut y = s.alloc_zeros::<f32>(n * m).unwrap();
-            student::head(
-                &dev,
-                &DevBuf::upload(&dev, &x, p).unwrap(),
-                &DevBuf::upload(&dev, &gw, p).unwrap(),
-                &s.clone_htod(&gb).unwrap(),
-                &DevBuf::upload(&dev, &lw, p).unwrap(),
-                &s.clone_htod(&lb).unwrap(),
-                &mut y,
-                [n, c, hw],
-                m,
-            )
-            .unwrap();
-            // The head computes in f32 from stored inputs and writes f32, so f32's bound holds
-            // for both storage precisions.
-            check("head", &s.clone_dtoh(&y).unwrap(), &want, Precision::F32);
-        }
-    }
-}
-
 /// The whole student, GPU vs the scalar CPU forward, at several resolutions and batch sizes.
 /// f32 must meet 1e-5. f16 stores every activation in f16 across 16 layers, so the per-kernel
 /// 2e-3 does not bound it; it is held to 1e-2 per embedding (unit vectors), stated up front.

@@ -47,14 +47,7 @@ pub const SOURCES: [KernelSource; 6] = [
     KernelSource {
         file: "head.cu",
         source: include_str!("../../kernels/head.cu"),
-        entry_points: &[
-            "head_gdc_linear_l2_f32",
-            "head_gdc_linear_l2_f16",
-            "gdc_bias_f32",
-            "gdc_bias_f16",
-            "l2_rows_f32",
-            "l2_rows_f16",
-        ],
+        entry_points: &["gdc_bias_f32", "gdc_bias_f16", "l2_rows_f32", "l2_rows_f16"],
     },
     KernelSource {
         file: "graph.cu",

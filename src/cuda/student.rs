@@ -525,64 +525,11 @@ pub fn depthwise_pointwise_on(
     Ok(())
 }
 
-/// The fused head: global depthwise conv + bias, linear + bias, L2-normalise, one block per
-/// face: matches `global_depthwise_conv` → `linear` → `l2_normalize`. `y` is f32 `[n, m]`.
-#[allow(clippy::too_many_arguments)]
-pub fn head(
-    dev: &CudaDevice,
-    x: &DevBuf,
-    gdc_w: &DevBuf,
-    gdc_b: &CudaSlice<f32>,
-    lin_w: &DevBuf,
-    lin_b: &CudaSlice<f32>,
-    y: &mut CudaSlice<f32>,
-    [n, c, hw]: [usize; 3],
-    m: usize,
-) -> Result<()> {
-    let p = same_precision(&[x, gdc_w, lin_w])?;
-    need(x.len(), n * c * hw, "head input")?;
-    need(gdc_w.len(), c * hw, "head gdc weight")?;
-    need(gdc_b.len(), c, "head gdc bias")?;
-    need(lin_w.len(), m * c, "head linear weight")?;
-    need(lin_b.len(), m, "head linear bias")?;
-    need(y.len(), n * m, "head output")?;
-    let smem = (c + m + 32) * 4;
-    if smem > 48 * 1024 {
-        return Err(Error::Shape(format!(
-            "head of {c} channels → {m} does not fit shared memory"
-        )));
-    }
-    let a = [dim(c, "c")?, dim(hw, "hw")?, dim(m, "m")?];
-    let cfg = LaunchConfig {
-        grid_dim: (
-            u32::try_from(n.max(1)).map_err(|_| Error::Shape("batch too large".into()))?,
-            1,
-            1,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: smem as u32,
-    };
-    let f = dev.function(&format!("head_gdc_linear_l2_{}", p.suffix()))?;
-    let mut b = dev.stream.launch_builder(f);
-    push(&mut b, x);
-    push(&mut b, gdc_w);
-    b.arg(gdc_b);
-    push(&mut b, lin_w);
-    b.arg(lin_b);
-    b.arg(y);
-    for v in &a {
-        b.arg(v);
-    }
-    // SAFETY: matches `head_gdc_linear_l2_*` in kernels/head.cu; 256 threads (a multiple of the
-    // warp size, as its shuffle reduction needs) and (c + m + 32) floats of shared memory.
-    unsafe { b.launch(cfg) }.map_err(driver_err("head launch"))?;
-    Ok(())
-}
-
-/// The head for large batches, in three kernels: global depthwise conv + bias into `pooled`
+/// The student's head, in three kernels: global depthwise conv + bias into `pooled`
 /// (`[n, c]`), the linear layer + bias as a pointwise GEMM over the batch into `lin` (`[n, m]`,
-/// on `gemm`), and L2 normalisation into the f32 `y`. Matches `head` (and the scalar chain),
-/// except that f16 storage rounds `pooled` and `lin` to f16.
+/// on `gemm`), and L2 normalisation into the f32 `y`. Matches the scalar chain
+/// (`global_depthwise_conv` → `linear` → `l2_normalize`), except that f16 storage rounds
+/// `pooled` and `lin` to f16.
 #[allow(clippy::too_many_arguments)]
 pub fn head_gemm(
     gemm: Gemm,
