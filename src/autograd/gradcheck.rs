@@ -416,6 +416,43 @@ fn feature_losses_match_finite_differences() {
     }
 }
 
+#[test]
+fn contrastive_distillation_matches_finite_differences() {
+    let mut rng = Rng::new(101);
+    for (n, d, labels) in [
+        (4, 3, vec![0, 1, 2, 3]),
+        (5, 4, vec![0, 1, 0, 2, 1]),
+        (1, 5, vec![7]),
+    ] {
+        let s = randv(&mut rng, n * d);
+        let t = randv(&mut rng, n * d);
+        let mut ds = vec![0.0; n * d];
+        let f = |sp: &[f64], g: &mut [f64]| {
+            loss::contrastive_distillation(sp, &t, &labels, n, d, 5.0, g).unwrap()
+        };
+        let l = f(&s, &mut ds);
+        assert!(l >= 0.0);
+        let mut scratch = vec![0.0; n * d];
+        assert_close_to_numeric(&format!("contrastive n={n} d={d}"), &s, &ds, &mut |sp| {
+            f(sp, &mut scratch)
+        });
+    }
+    // The loss is the cross-entropy of picking the own teacher row: lower when each student
+    // row equals its own, and rows of the same label do not compete.
+    let t = vec![1.0, 0.0, 0.0, 1.0, -1.0, 0.0];
+    let mut g = vec![0.0; 6];
+    let own = loss::contrastive_distillation(&t, &t, &[0, 1, 2], 3, 2, 10.0, &mut g).unwrap();
+    let swapped = [0.0, 1.0, 1.0, 0.0, -1.0, 0.0];
+    let wrong =
+        loss::contrastive_distillation(&swapped, &t, &[0, 1, 2], 3, 2, 10.0, &mut g).unwrap();
+    assert!(own < wrong, "{own} {wrong}");
+    let alone =
+        loss::contrastive_distillation(&swapped, &t, &[0, 0, 2], 3, 2, 10.0, &mut g).unwrap();
+    assert!(alone < wrong, "same-label rows must leave the softmax");
+    assert!(loss::contrastive_distillation(&t, &t, &[0, 1], 3, 2, 10.0, &mut g).is_err());
+    assert!(loss::contrastive_distillation(&t, &t, &[0, 1, 2], 3, 2, 0.0, &mut g).is_err());
+}
+
 /// The tape's wiring: a small network using every tape op (general, depthwise and pointwise conv,
 /// training and eval batch-norm, PReLU, residual add, global depthwise conv, linear, L2
 /// normalisation), its gradients compared with directional central differences of the whole

@@ -1,6 +1,6 @@
 //! Training objectives and their exact gradients: softmax cross-entropy, CosFace and ArcFace
-//! margin softmax, cosine and L2 feature regression, and relation (pairwise-similarity)
-//! distillation. Generic over the float type so the gradient checks run in f64; each function
+//! margin softmax, cosine and L2 feature regression, relation (pairwise-similarity)
+//! distillation and cross-model contrastive distillation. Generic over the float type so the gradient checks run in f64; each function
 //! returns the loss and writes the gradient with respect to its first input. No tape here.
 
 use crate::cpu::scalar::l2_normalize_backward;
@@ -191,6 +191,19 @@ pub fn l2_regression<T: Float>(
     Ok(total * inv_n)
 }
 
+/// The rows of `x` (width `d`) scaled to unit length (a zero row stays zero).
+fn unit_rows<T: Float>(x: &[T], d: usize) -> Vec<T> {
+    let mut v = x.to_vec();
+    for row in v.chunks_mut(d) {
+        let norm = row.iter().fold(T::zero(), |a, &u| a + u * u).sqrt();
+        let norm = norm.max(cst(1e-12));
+        for u in row {
+            *u = *u / norm;
+        }
+    }
+    v
+}
+
 /// Relation distillation: the mean squared difference between the batch's pairwise cosine
 /// matrices, `(1/n²) Σ_ij (ŝ_i·ŝ_j − t̂_i·t̂_j)²`, with ŝ, t̂ the L2-normalised rows.
 pub fn relation_distillation<T: Float>(
@@ -201,18 +214,7 @@ pub fn relation_distillation<T: Float>(
     dstudent: &mut [T],
 ) -> Result<T> {
     check_pair(student.len(), teacher.len(), n, d)?;
-    let unit = |x: &[T]| -> Vec<T> {
-        let mut v = x.to_vec();
-        for row in v.chunks_mut(d) {
-            let norm = row.iter().fold(T::zero(), |a, &u| a + u * u).sqrt();
-            let norm = norm.max(cst(1e-12));
-            for u in row {
-                *u = *u / norm;
-            }
-        }
-        v
-    };
-    let (su, tu) = (unit(student), unit(teacher));
+    let (su, tu) = (unit_rows(student, d), unit_rows(teacher, d));
     let dot = |v: &[T], i: usize, j: usize| {
         (0..d).fold(T::zero(), |a, k| a + v[i * d + k] * v[j * d + k])
     };
@@ -232,4 +234,68 @@ pub fn relation_distillation<T: Float>(
     }
     l2_normalize_backward(n, d, student, &dunit, dstudent);
     Ok(total * inv_n2)
+}
+
+/// Contrastive distillation (InfoNCE across the two models): each student row must pick out its
+/// own teacher row among the batch's teacher rows, `−(1/n) Σ_i log softmax_j(s·ŝ_i·t̂_j)[i]`,
+/// with ŝ, t̂ the L2-normalised rows and `s` the scale. A row j ≠ i with the same label as i is
+/// another view of the same person, so it is left out of row i's softmax rather than pushed
+/// away. It penalises exactly what cross-model matching suffers from: a student feature that
+/// lies nearer another face's teacher feature than its own.
+pub fn contrastive_distillation<T: Float>(
+    student: &[T],
+    teacher: &[T],
+    labels: &[usize],
+    n: usize,
+    d: usize,
+    scale: f64,
+    dstudent: &mut [T],
+) -> Result<T> {
+    check_pair(student.len(), teacher.len(), n, d)?;
+    if labels.len() != n {
+        return Err(Error::Shape(format!(
+            "{} labels for a batch of {n}",
+            labels.len()
+        )));
+    }
+    if !(scale > 0.0 && scale.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "contrastive scale {scale} must be positive"
+        )));
+    }
+    let (su, tu) = (unit_rows(student, d), unit_rows(teacher, d));
+    let sc: T = cst(scale);
+    let inv_n = T::one() / cst(n as f64);
+    let mut total = T::zero();
+    let mut dunit = vec![T::zero(); n * d];
+    let mut z = vec![T::zero(); n];
+    for i in 0..n {
+        let si = &su[i * d..(i + 1) * d];
+        let mut mx = T::neg_infinity();
+        for j in 0..n {
+            let keep = j == i || labels[j] != labels[i];
+            z[j] = if keep {
+                let tj = &tu[j * d..(j + 1) * d];
+                sc * si.iter().zip(tj).fold(T::zero(), |a, (&x, &y)| a + x * y)
+            } else {
+                T::neg_infinity()
+            };
+            mx = mx.max(z[j]);
+        }
+        let sum = z.iter().fold(T::zero(), |a, &v| a + (v - mx).exp());
+        let lse = mx + sum.ln();
+        total = total + lse - z[i];
+        for j in 0..n {
+            if z[j] == T::neg_infinity() {
+                continue;
+            }
+            let p = (z[j] - lse).exp();
+            let g = (p - if j == i { T::one() } else { T::zero() }) * sc * inv_n;
+            for k in 0..d {
+                dunit[i * d + k] = dunit[i * d + k] + g * tu[j * d + k];
+            }
+        }
+    }
+    l2_normalize_backward(n, d, student, &dunit, dstudent);
+    Ok(total * inv_n)
 }

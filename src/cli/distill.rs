@@ -101,6 +101,25 @@ pub enum ObjectiveArg {
     Scratch,
 }
 
+/// What the student's side of step 2 does to each fixed view before degrading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StudentAugmentArg {
+    /// The view as cached: the target feature is exactly the view's.
+    None,
+    /// Changes the teacher is nearly blind to (flip, a few pixels of shift, mild colour jitter,
+    /// grey one time in three), so the student sees many more inputs per target.
+    Light,
+}
+
+impl StudentAugmentArg {
+    pub fn config(self) -> AugmentConfig {
+        match self {
+            StudentAugmentArg::None => AugmentConfig::none(),
+            StudentAugmentArg::Light => AugmentConfig::light(),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct Step2Args {
     /// The bridge head written by step 1 (its feature cache must lie beside it).
@@ -136,9 +155,27 @@ pub struct Step2Opts {
     /// λ₃: relation distillation (batch cosine matrix against the targets').
     #[arg(long, default_value_t = 0.0)]
     pub lambda_relation: f32,
+    /// λ₄: contrastive distillation (each student feature must pick out its own target among
+    /// the batch's; InfoNCE).
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda_contrast: f32,
+    /// Scale (inverse temperature) of the contrastive term.
+    #[arg(long, default_value_t = 16.0)]
+    pub contrast_scale: f32,
+    /// Keep the class centres fixed where step 1 put them (the bridge's centres, or the class
+    /// means of the raw features for `direct`), so classification happens in the target space.
+    #[arg(long)]
+    pub freeze_centres: bool,
     /// Passes over all views.
     #[arg(long, default_value_t = 6)]
     pub epochs: usize,
+    /// Augmentation of each view on the student's side, before degradation.
+    #[arg(long, value_enum, default_value_t = StudentAugmentArg::Light)]
+    pub augment: StudentAugmentArg,
+    /// Probability of blacking out everything outside a random rotated frame around the face
+    /// (as alignment does to faces near a photo's edge), on the student's side.
+    #[arg(long, default_value_t = 0.5)]
+    pub black_frame: f32,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     #[arg(long, default_value_t = 0.1)]
@@ -321,19 +358,38 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
             mimic: 0.0,
             class: 1.0,
             relation: 0.0,
+            contrast: 0.0,
+            contrast_scale: o.contrast_scale,
         },
         _ => Lambdas {
             mimic: o.lambda_mimic,
             class: o.lambda_class,
             relation: o.lambda_relation,
+            contrast: o.lambda_contrast,
+            contrast_scale: o.contrast_scale,
         },
     };
-    if !(lambdas.mimic >= 0.0 && lambdas.class >= 0.0 && lambdas.relation >= 0.0) {
+    if !(lambdas.mimic >= 0.0
+        && lambdas.class >= 0.0
+        && lambdas.relation >= 0.0
+        && lambdas.contrast >= 0.0)
+    {
         return Err(Error::InvalidArgument(
             "the λ weights must be non-negative numbers".into(),
         ));
     }
-    if lambdas.mimic + lambdas.class + lambdas.relation == 0.0 {
+    if !(o.contrast_scale > 0.0 && o.contrast_scale.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "--contrast-scale {} must be a positive number",
+            o.contrast_scale
+        )));
+    }
+    if o.freeze_centres && target == Target::Scratch {
+        return Err(Error::InvalidArgument(
+            "--freeze-centres needs target centres; scratch starts from random ones".into(),
+        ));
+    }
+    if lambdas.mimic + lambdas.class + lambdas.relation + lambdas.contrast == 0.0 {
         return Err(Error::InvalidArgument(
             "all λ weights are zero: nothing to learn".into(),
         ));
@@ -344,20 +400,33 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
     cfg.batch = o.batch;
     cfg.lr = o.lr;
     cfg.seed = o.student_seed;
-    cfg.augment = AugmentConfig::none();
+    cfg.augment = o.augment.config();
+    cfg.freeze_centres = o.freeze_centres;
+    if !(0.0..=1.0).contains(&o.black_frame) {
+        return Err(Error::InvalidArgument(format!(
+            "--black-frame {} is a probability, 0 to 1",
+            o.black_frame
+        )));
+    }
+    cfg.black_frame = o.black_frame;
     cfg.degrade = DegradeConfig::new(o.resolution);
     let (targets, centres) = b.targets(target)?;
     let provenance = format!(
-        "bridge distill step2 --objective {} (λ mimic {}, class {}, relation {}) at {}px, {} epochs over {} views of {} images ({} identities), bridge {} (data {}), seed {}",
+        "bridge distill step2 --objective {} (λ mimic {}, class {}, relation {}, contrast {} at scale {}, centres {}) at {}px, {} epochs over {} views of {} images ({} identities), student augmentation {:?} (black frame {}), bridge {} (data {}), seed {}",
         target.name(),
         lambdas.mimic,
         lambdas.class,
         lambdas.relation,
+        lambdas.contrast,
+        lambdas.contrast_scale,
+        if o.freeze_centres { "frozen" } else { "trained" },
         o.resolution,
         o.epochs,
         b.views.len(),
         b.views.images.len(),
         b.identities,
+        o.augment,
+        o.black_frame,
         bridge.display(),
         b.head.metadata.get("data").cloned().unwrap_or_default(),
         o.student_seed
@@ -365,8 +434,10 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
     let mut state = start_or_resume(out, &cfg, o.resume, || {
         initial_state(&cfg, b.identities, centres, provenance)
     })?;
+    let labels: Vec<usize> = (0..b.views.len()).map(|i| b.views.label(i)).collect();
     let objective = Multitask {
         targets: &targets,
+        labels: &labels,
         lambdas,
     };
     let source = Arc::new(Source::Views(b.views.clone()));

@@ -53,6 +53,21 @@ impl AugmentConfig {
         }
     }
 
+    /// Light augmentation for the student's side of distillation: changes that barely move the
+    /// teacher's feature of a view (mirror, a few pixels of shift, mild colour jitter, grey one
+    /// time in three), so the view's cached feature still serves as the target.
+    pub fn light() -> Self {
+        AugmentConfig {
+            max_shift: 3,
+            min_crop: 1.0,
+            flip: true,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+            grayscale: 0.33,
+        }
+    }
+
     /// Strong augmentation for the fixed views of distillation, where a single photo of a
     /// person has to stand for several: larger shifts and crops, stronger colour changes, and
     /// grey images one time in five.
@@ -142,6 +157,34 @@ pub fn augment(img: &Rgb8, cfg: &AugmentConfig, rng: &mut Rng) -> Rgb8 {
     out
 }
 
+/// Blacks out everything outside a random rotated rectangle around the face, the way a face
+/// aligned near the edge of its photo comes out of alignment (the chip reaches past the photo,
+/// and the warp fills that with black). The face itself does not move, so the view's target
+/// feature still holds. The rectangle's centre lies within 10% of the chip's, its half-sides
+/// are 38–60% of the width and 42–65% of the height, and it is turned by up to ±15°; now and
+/// then it covers the whole chip and nothing changes.
+pub fn black_frame(img: &Rgb8, rng: &mut Rng) -> Rgb8 {
+    let (w, h) = (img.width as f32, img.height as f32);
+    let cx = w / 2.0 + rng.range(-0.1, 0.1) * w;
+    let cy = h / 2.0 + rng.range(-0.1, 0.1) * h;
+    let a = rng.range(0.38, 0.6) * w;
+    let b = rng.range(0.42, 0.65) * h;
+    let theta = rng.range(-15.0, 15.0).to_radians();
+    let (sin, cos) = theta.sin_cos();
+    let mut out = img.clone();
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let (px, py) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
+            let (u, v) = (cos * px + sin * py, -sin * px + cos * py);
+            if u.abs() > a || v.abs() > b {
+                let i = (y * img.width + x) * 3;
+                out.pixels[i..i + 3].fill(0);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +225,40 @@ mod tests {
             flipped += usize::from(mirrored && o != img);
         }
         assert!(flipped > 0 && flipped < 16);
+    }
+
+    #[test]
+    fn black_frame_keeps_the_centre_and_blacks_some_border() {
+        let img = Rgb8 {
+            width: 40,
+            height: 40,
+            pixels: vec![200; 40 * 40 * 3],
+        };
+        let mut framed = 0;
+        for s in 0..20 {
+            let o = black_frame(&img, &mut Rng::new(s));
+            let px = |x: usize, y: usize| &o.pixels[(y * 40 + x) * 3..(y * 40 + x) * 3 + 3];
+            // The middle fifth of the chip always survives: the rectangle reaches at least
+            // 38% − 10% of the side from the centre, less the rotation's corner cut.
+            for y in 16..24 {
+                for x in 16..24 {
+                    assert_eq!(px(x, y), [200, 200, 200], "seed {s} at ({x}, {y})");
+                }
+            }
+            let black = o.pixels.chunks(3).filter(|p| *p == [0, 0, 0]).count();
+            let kept = o.pixels.chunks(3).filter(|p| *p == [200, 200, 200]).count();
+            assert_eq!(black + kept, 1600, "only black or untouched pixels");
+            assert!(black < 1600 - 64, "seed {s}: the centre went black");
+            framed += usize::from(black > 0);
+        }
+        assert!(
+            framed >= 12,
+            "only {framed} of 20 frames blacked anything out"
+        );
+        assert_eq!(
+            black_frame(&img, &mut Rng::new(3)),
+            black_frame(&img, &mut Rng::new(3))
+        );
     }
 
     #[test]

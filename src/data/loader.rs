@@ -2,7 +2,7 @@
 //! decode → augment → degrade → normalise pipeline, and a thread that prepares batches ahead of
 //! the trainer through a bounded channel. It must not run a model.
 
-use super::augment::{augment, AugmentConfig};
+use super::augment::{augment, black_frame, AugmentConfig};
 use super::degrade::{degrade_to_lr, DegradeConfig};
 use super::folder::ImageFolder;
 use super::image::{load_rgb8, to_input, Rgb8};
@@ -66,6 +66,8 @@ pub struct LoaderConfig {
     pub batch: usize,
     pub seed: u64,
     pub augment: AugmentConfig,
+    /// Probability of `augment::black_frame` after `augment`.
+    pub black_frame: f32,
     pub degrade: DegradeConfig,
     pub normalization: Normalization,
     /// Batches prepared ahead of the trainer.
@@ -123,7 +125,10 @@ fn prepare(
 ) -> Result<(Tensor, usize)> {
     let (img, label) = source.get(idx)?;
     let mut rng = sample_rng(cfg.seed, epoch, pos);
-    let aug = augment(&img, &cfg.augment, &mut rng);
+    let mut aug = augment(&img, &cfg.augment, &mut rng);
+    if cfg.black_frame > 0.0 && rng.uniform() < cfg.black_frame {
+        aug = black_frame(&aug, &mut rng);
+    }
     let lr = degrade_to_lr(&aug, &cfg.degrade, &mut rng)?;
     Ok((
         to_input(&lr, cfg.degrade.resolution, &cfg.normalization)?,
@@ -265,6 +270,7 @@ mod tests {
             batch,
             seed: 11,
             augment: AugmentConfig::default(),
+            black_frame: 0.0,
             degrade: DegradeConfig::new(8),
             normalization: Normalization::default(),
             prefetch: 2,

@@ -1,9 +1,9 @@
 //! Step 2, resolution-adapted distillation: the multi-task objective on the student's unit
 //! embeddings of degraded views (λ₁ feature mimic of the cached targets, λ₂ identity
-//! classification, λ₃ relation), and the starting state for each target kind. The epoch loop
+//! classification, λ₃ relation, λ₄ contrastive), and the starting state for each target kind. The epoch loop
 //! itself is `train::run_objective`; this module holds no loop and reads no files.
 
-use crate::autograd::loss::{cosine_regression, relation_distillation};
+use crate::autograd::loss::{contrastive_distillation, cosine_regression, relation_distillation};
 use crate::error::{Error, Result};
 use crate::model::student::EMBEDDING_SIZE;
 use crate::tensor::Tensor;
@@ -39,6 +39,10 @@ pub struct Lambdas {
     pub class: f32,
     /// Relation distillation (batch cosine matrices).
     pub relation: f32,
+    /// Contrastive distillation: each student feature must pick out its own target among the
+    /// batch's (InfoNCE at scale `contrast_scale`).
+    pub contrast: f32,
+    pub contrast_scale: f32,
 }
 
 impl Default for Lambdas {
@@ -47,13 +51,17 @@ impl Default for Lambdas {
             mimic: 10.0,
             class: 1.0,
             relation: 0.0,
+            contrast: 1.0,
+            contrast_scale: 16.0,
         }
     }
 }
 
-/// The multi-task objective over targets `[samples, 128]` (unit rows, one per view).
+/// The multi-task objective over targets `[samples, 128]` (unit rows, one per view) and the
+/// samples' identity labels (the contrastive term keeps views of one person from competing).
 pub struct Multitask<'a> {
     pub targets: &'a [f32],
+    pub labels: &'a [usize],
     pub lambdas: Lambdas,
 }
 
@@ -65,7 +73,8 @@ impl Objective for Multitask<'_> {
     fn embedding_loss(&self, emb: &[f32], indices: &[usize], demb: &mut [f32]) -> Result<f32> {
         let d = EMBEDDING_SIZE;
         let n = indices.len();
-        if self.lambdas.mimic == 0.0 && self.lambdas.relation == 0.0 {
+        let l = self.lambdas;
+        if l.mimic == 0.0 && l.relation == 0.0 && l.contrast == 0.0 {
             return Ok(0.0);
         }
         let rows = self.targets.len() / d;
@@ -78,6 +87,21 @@ impl Objective for Multitask<'_> {
             }
             t.extend_from_slice(&self.targets[i * d..(i + 1) * d]);
         }
+        let labels = if l.contrast != 0.0 {
+            indices
+                .iter()
+                .map(|&i| {
+                    self.labels.get(i).copied().ok_or_else(|| {
+                        Error::Shape(format!(
+                            "sample {i} has no label (the set holds {})",
+                            self.labels.len()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let mut g = vec![0.0f32; n * d];
         let mut loss = 0.0;
         if self.lambdas.mimic != 0.0 {
@@ -90,6 +114,13 @@ impl Objective for Multitask<'_> {
             loss += self.lambdas.relation * relation_distillation(emb, &t, n, d, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
                 *o += self.lambdas.relation * v;
+            }
+        }
+        if l.contrast != 0.0 {
+            let scale = f64::from(l.contrast_scale);
+            loss += l.contrast * contrastive_distillation(emb, &t, &labels, n, d, scale, &mut g)?;
+            for (o, v) in demb.iter_mut().zip(&g) {
+                *o += l.contrast * v;
             }
         }
         Ok(loss)
@@ -158,31 +189,49 @@ mod tests {
             .iter()
             .flat_map(|&i| targets[i * d..(i + 1) * d].to_vec())
             .collect();
+        let labels = [0usize, 1, 2, 3, 4];
         let obj = Multitask {
             targets: &targets,
+            labels: &labels,
             lambdas: Lambdas {
                 mimic: 2.0,
                 class: 0.5,
                 relation: 3.0,
+                contrast: 0.25,
+                contrast_scale: 8.0,
             },
         };
         let mut g = vec![0.0; 2 * d];
         let loss = obj.embedding_loss(&emb, &idx, &mut g).unwrap();
-        let (mut g1, mut g3) = (vec![0.0; 2 * d], vec![0.0; 2 * d]);
+        let (mut g1, mut g3, mut g4) = (vec![0.0; 2 * d], vec![0.0; 2 * d], vec![0.0; 2 * d]);
         let l1 = cosine_regression(&emb, &gathered, 2, d, &mut g1).unwrap();
         let l3 = relation_distillation(&emb, &gathered, 2, d, &mut g3).unwrap();
-        assert!((loss - (2.0 * l1 + 3.0 * l3)).abs() < 1e-5);
+        let l4 = contrastive_distillation(&emb, &gathered, &[3, 1], 2, d, 8.0, &mut g4).unwrap();
+        assert!(l4 > 0.0);
+        assert!((loss - (2.0 * l1 + 3.0 * l3 + 0.25 * l4)).abs() < 1e-5);
         for i in 0..2 * d {
-            assert!((g[i] - (2.0 * g1[i] + 3.0 * g3[i])).abs() < 1e-6);
+            assert!((g[i] - (2.0 * g1[i] + 3.0 * g3[i] + 0.25 * g4[i])).abs() < 1e-6);
         }
         assert_eq!(obj.class_weight(), 0.5);
         assert!(obj.embedding_loss(&emb, &[5, 0], &mut g).is_err());
+        let few = Multitask {
+            targets: &targets,
+            labels: &labels[..2],
+            ..obj
+        };
+        assert!(
+            few.embedding_loss(&emb, &idx, &mut g).is_err(),
+            "sample 3 has no label"
+        );
         let off = Multitask {
             targets: &targets,
+            labels: &labels,
             lambdas: Lambdas {
                 mimic: 0.0,
                 class: 1.0,
                 relation: 0.0,
+                contrast: 0.0,
+                contrast_scale: 16.0,
             },
         };
         let mut z = vec![0.0; 2 * d];

@@ -54,6 +54,10 @@ pub struct TrainConfig {
     pub seed: u64,
     pub augment: AugmentConfig,
     pub degrade: DegradeConfig,
+    /// Keep the class centres as they started (classification in a fixed target space).
+    pub freeze_centres: bool,
+    /// Probability of `augment::black_frame` after augmentation (black outside a random frame).
+    pub black_frame: f32,
 }
 
 impl TrainConfig {
@@ -76,6 +80,8 @@ impl TrainConfig {
             seed: 0,
             augment: AugmentConfig::default(),
             degrade: DegradeConfig::new(resolution),
+            freeze_centres: false,
+            black_frame: 0.0,
         }
     }
 
@@ -356,6 +362,12 @@ fn apply_gradients(
     bn_stats: &[BnBatchStats],
     lr: f32,
 ) -> Result<()> {
+    if cfg.freeze_centres {
+        // Fixed centres: their gradient neither moves them nor counts towards the clip.
+        if let Some((_, cg)) = grads.last_mut() {
+            cg.fill(0.0);
+        }
+    }
     if let Some(max) = cfg.clip {
         let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
         clip_grad_norm(&mut views, max);
@@ -381,7 +393,9 @@ fn apply_gradients(
         let (_, cg) = grad_iter
             .next()
             .ok_or_else(|| Error::Shape("classifier gradient missing".into()))?;
-        updates.push((CLASSIFIER, state.classifier.data_mut(), cg.as_slice(), true));
+        if !cfg.freeze_centres {
+            updates.push((CLASSIFIER, state.classifier.data_mut(), cg.as_slice(), true));
+        }
         state.optim.step(&mut updates, lr)?;
     }
     update_running_stats(&mut state.params, bn_stats)?;
@@ -518,6 +532,7 @@ pub fn run_objective(
             batch: cfg.batch,
             seed: cfg.seed,
             augment: cfg.augment.clone(),
+            black_frame: cfg.black_frame,
             degrade: cfg.degrade.clone(),
             normalization: state.params.info.normalization,
             prefetch: 2,

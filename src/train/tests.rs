@@ -199,3 +199,35 @@ fn resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     other.lr = 0.01;
     assert!(checkpoint::load(&dir.path().join("run.ckpt"), &other).is_err());
 }
+
+#[test]
+fn frozen_centres_stay_put_while_the_network_learns() {
+    let k = Kernels::scalar();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(1);
+    cfg.batch = 8;
+    let source = Arc::new(Source::Memory(pattern_set(2, 4)));
+    let start = TrainState::new(&cfg, 8).unwrap();
+    let train = |freeze: bool| {
+        let mut c = cfg.clone();
+        c.freeze_centres = freeze;
+        let mut s = start.clone();
+        let sub = dir.path().join(if freeze { "frozen" } else { "trained" });
+        std::fs::create_dir_all(&sub).unwrap();
+        run(&k, &c, &mut s, source.clone(), &options(&sub, Some(2))).unwrap();
+        s
+    };
+    let frozen = train(true);
+    let trained = train(false);
+    assert_eq!(frozen.classifier.data(), start.classifier.data());
+    assert_ne!(trained.classifier.data(), start.classifier.data());
+    assert_eq!(frozen.step, 2);
+    let moved = |s: &TrainState| {
+        s.params
+            .tensors
+            .iter()
+            .zip(start.params.tensors.iter())
+            .any(|((_, a), (_, b))| a.data() != b.data())
+    };
+    assert!(moved(&frozen), "the network must still train");
+}
