@@ -264,3 +264,40 @@ fn distill_all_parses_and_fails_cleanly_on_a_missing_folder() {
     );
     assert!(!dir.join("b.safetensors").exists());
 }
+
+/// Step 2's options are checked before the bridge is even opened: each bad value is a one-line
+/// error naming the option.
+#[test]
+fn step2_rejects_bad_options_before_any_work() {
+    let dir = std::env::temp_dir().join(format!("bf-step2-opts-{}", std::process::id()));
+    let bridge_file = dir.join("missing-bridge.safetensors");
+    let out_file = dir.join("s.safetensors");
+    for (bad, named) in [
+        (vec!["--black-frame", "1.5"], "--black-frame"),
+        (vec!["--contrast-scale", "0"], "--contrast-scale"),
+        (vec!["--lambda-contrast=-1"], "λ"),
+        (
+            vec!["--objective", "scratch", "--freeze-centres"],
+            "--freeze-centres",
+        ),
+    ] {
+        let mut args = vec![
+            "distill",
+            "step2",
+            "--bridge",
+            bridge_file.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend(bad.iter().copied());
+        let out = bridge(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {err}");
+        assert!(
+            err.starts_with("error:") && err.lines().count() == 1 && err.contains(named),
+            "{bad:?}: {err}"
+        );
+        assert!(!out_file.exists());
+    }
+}

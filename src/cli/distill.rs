@@ -384,6 +384,12 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
             o.contrast_scale
         )));
     }
+    if !(0.0..=1.0).contains(&o.black_frame) {
+        return Err(Error::InvalidArgument(format!(
+            "--black-frame {} is a probability, 0 to 1",
+            o.black_frame
+        )));
+    }
     if o.freeze_centres && target == Target::Scratch {
         return Err(Error::InvalidArgument(
             "--freeze-centres needs target centres; scratch starts from random ones".into(),
@@ -402,12 +408,6 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
     cfg.seed = o.student_seed;
     cfg.augment = o.augment.config();
     cfg.freeze_centres = o.freeze_centres;
-    if !(0.0..=1.0).contains(&o.black_frame) {
-        return Err(Error::InvalidArgument(format!(
-            "--black-frame {} is a probability, 0 to 1",
-            o.black_frame
-        )));
-    }
     cfg.black_frame = o.black_frame;
     cfg.degrade = DegradeConfig::new(o.resolution);
     let (targets, centres) = b.targets(target)?;
