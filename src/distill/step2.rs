@@ -1,7 +1,7 @@
 //! Step 2, resolution-adapted distillation: the multi-task objective on the student's unit
 //! embeddings of degraded views (λ₁ feature mimic of the cached targets, λ₂ identity
-//! classification, λ₃ relation, λ₄ contrastive), and the starting state for each target kind. The epoch loop
-//! itself is `train::run_objective`; this module holds no loop and reads no files.
+//! classification, λ₃ relation, λ₄ contrastive), and the starting state for each target kind.
+//! The epoch loop itself is `train::run_objective`; this module holds no loop and reads no files.
 
 use crate::autograd::loss::{contrastive_distillation, cosine_regression, relation_distillation};
 use crate::error::{Error, Result};
@@ -104,16 +104,16 @@ impl Objective for Multitask<'_> {
         };
         let mut g = vec![0.0f32; n * d];
         let mut loss = 0.0;
-        if self.lambdas.mimic != 0.0 {
-            loss += self.lambdas.mimic * cosine_regression(emb, &t, n, d, &mut g)?;
+        if l.mimic != 0.0 {
+            loss += l.mimic * cosine_regression(emb, &t, n, d, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
-                *o += self.lambdas.mimic * v;
+                *o += l.mimic * v;
             }
         }
-        if self.lambdas.relation != 0.0 {
-            loss += self.lambdas.relation * relation_distillation(emb, &t, n, d, &mut g)?;
+        if l.relation != 0.0 {
+            loss += l.relation * relation_distillation(emb, &t, n, d, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
-                *o += self.lambdas.relation * v;
+                *o += l.relation * v;
             }
         }
         if l.contrast != 0.0 {
