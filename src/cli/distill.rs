@@ -78,8 +78,20 @@ pub struct Step1Opts {
     #[arg(long, default_value_t = 30.0)]
     pub head_scale: f32,
     /// Weight of the term keeping the raw teacher's pairwise-similarity structure.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 1000.0)]
     pub structure_weight: f32,
+    /// Resolution-aware head: also run the teacher on low-resolution copies of the first
+    /// LR_VIEWS views of every image (degraded as step 2 degrades, upsampled back to 112) and
+    /// train the head on them too, held to their views' adapted features. 0 turns it off;
+    /// default 2 (1 when --views is 1).
+    #[arg(long)]
+    pub lr_views: Option<usize>,
+    /// Resolutions the low-resolution copies are drawn at.
+    #[arg(long, value_delimiter = ',', default_value = "16,12,8")]
+    pub lr_resolutions: Vec<usize>,
+    /// Weight of the term holding a copy's adapted feature to its view's.
+    #[arg(long, default_value_t = 10.0)]
+    pub lr_consistency: f32,
     /// The teacher (.onnx or imported .safetensors; default: the fetched SFace).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
@@ -295,7 +307,33 @@ pub fn prepare(out: &Path, threads: Option<usize>) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// Checks step 1's resolution-aware options before any work.
+fn check_step1_opts(o: &Step1Opts) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    if o.lr_views.is_some_and(|l| l > o.views) {
+        return bad(format!(
+            "--lr-views {} is more than --views {}",
+            o.lr_views.unwrap_or(0),
+            o.views
+        ));
+    }
+    if o.lr_resolutions.is_empty() {
+        return bad("--lr-resolutions needs at least one resolution".into());
+    }
+    if let Some(r) = o.lr_resolutions.iter().find(|r| !(4..=112).contains(*r)) {
+        return bad(format!("--lr-resolutions: {r} px is outside 4..=112"));
+    }
+    if !(o.lr_consistency >= 0.0 && o.lr_consistency.is_finite()) {
+        return bad(format!(
+            "--lr-consistency must be ≥ 0, got {}",
+            o.lr_consistency
+        ));
+    }
+    Ok(())
+}
+
 fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
+    check_step1_opts(o)?;
     let k = cpu::kernels()?;
     let teacher_path = match &o.teacher {
         Some(p) => p.clone(),
@@ -308,6 +346,8 @@ fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
         views: o.views,
         seed: o.seed,
         augment: AugmentConfig::heavy(),
+        lr_views: o.lr_views.unwrap_or(2.min(o.views)),
+        lr_resolutions: o.lr_resolutions.clone(),
         head: HeadConfig {
             hidden: o.head_hidden,
             epochs: o.head_epochs,
@@ -315,6 +355,7 @@ fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
             scale: o.head_scale,
             margin: Margin::CosFace(o.head_margin),
             structure_weight: o.structure_weight,
+            lr_consistency: o.lr_consistency,
             seed: o.seed,
             ..HeadConfig::default()
         },
@@ -326,18 +367,20 @@ fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
     let r = run_step1(k, &teacher, &opts, out)?;
     for h in &r.history {
         eprintln!(
-            "head epoch {}: margin-softmax {:.4}, structure {:.5}, accuracy {:.3}",
+            "head epoch {}: margin-softmax {:.4}, structure {:.5}, resolution consistency {:.4}, accuracy {:.3}",
             h.epoch + 1,
             h.class_loss,
             h.structure_loss,
+            h.lr_loss,
             h.accuracy
         );
     }
     println!(
-        "step 1: {} images of {} identities, {} views; wrote {} and {} in {:.0} s",
+        "step 1: {} images of {} identities, {} views (+{} low-resolution copies); wrote {} and {} in {:.0} s",
         r.images,
         r.identities,
         r.views,
+        r.lr_views,
         out.display(),
         r.cache.display(),
         start.elapsed().as_secs_f64()

@@ -1,10 +1,13 @@
 //! The face set of a distillation run and its fixed augmented views: several ImageFolder roots
 //! joined into one labelled list, and view `v` of image `i`, deterministic from the seed, so
-//! the teacher's features of a view can be cached and the student later sees the same view.
+//! the teacher's features of a view can be cached and the student later sees the same view;
+//! also the low-resolution copies of some views that a resolution-aware bridge head trains on.
 
 use super::augment::{augment, AugmentConfig};
+use super::degrade::{degrade_to_lr, DegradeConfig};
 use super::folder::ImageFolder;
 use super::image::{load_rgb8, resize_area, Rgb8};
+use super::resample::resize_bicubic;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use sha2::{Digest, Sha256};
@@ -175,6 +178,85 @@ impl ViewSet {
     }
 }
 
+/// Something that yields numbered 112×112 (or any fixed-size) chips for the teacher.
+pub trait ViewSource {
+    fn count(&self) -> usize;
+    fn chip(&self, j: usize) -> Result<Rgb8>;
+}
+
+impl ViewSource for ViewSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn chip(&self, j: usize) -> Result<Rgb8> {
+        Ok(self.view(j))
+    }
+}
+
+/// Low-resolution copies of the first `per_image` views of every image of a `ViewSet`, each
+/// degraded the way step 2 degrades the student's input (`DegradeConfig::new(r)`, with `r` drawn
+/// from `resolutions`) and bicubic-upsampled back to the view's side, as the teacher sees a
+/// low-resolution face. Row `l` is a copy of the view `hr_row(l)`; everything is seeded.
+#[derive(Clone, Debug)]
+pub struct LrViews<'a> {
+    pub hr: &'a ViewSet,
+    pub per_image: usize,
+    pub resolutions: Vec<usize>,
+    pub seed: u64,
+}
+
+impl<'a> LrViews<'a> {
+    pub fn new(
+        hr: &'a ViewSet,
+        per_image: usize,
+        resolutions: Vec<usize>,
+        seed: u64,
+    ) -> Result<LrViews<'a>> {
+        if per_image == 0 || per_image > hr.views {
+            return Err(Error::InvalidArgument(format!(
+                "--lr-views must be 1 to --views ({}), got {per_image}",
+                hr.views
+            )));
+        }
+        if resolutions.is_empty() {
+            return Err(Error::InvalidArgument(
+                "--lr-resolutions needs at least one resolution".into(),
+            ));
+        }
+        if let Some(r) = resolutions.iter().find(|r| !(4..=112).contains(*r)) {
+            return Err(Error::InvalidArgument(format!(
+                "--lr-resolutions: {r} px is outside 4..=112"
+            )));
+        }
+        Ok(LrViews {
+            hr,
+            per_image,
+            resolutions,
+            seed,
+        })
+    }
+
+    /// The row of the high-resolution view that low-resolution row `l` copies.
+    pub fn hr_row(&self, l: usize) -> usize {
+        (l / self.per_image) * self.hr.views + l % self.per_image
+    }
+}
+
+impl ViewSource for LrViews<'_> {
+    fn count(&self) -> usize {
+        self.hr.images.len() * self.per_image
+    }
+
+    fn chip(&self, l: usize) -> Result<Rgb8> {
+        let hr = self.hr.view(self.hr_row(l));
+        let mut rng = Rng::new(self.seed ^ 0x1_0BE5_u64.rotate_left(24) ^ (l as u64));
+        let r = self.resolutions[rng.below(self.resolutions.len())];
+        let lr = degrade_to_lr(&hr, &DegradeConfig::new(r), &mut rng)?;
+        resize_bicubic(&lr, hr.width, hr.height)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +275,50 @@ mod tests {
         assert_ne!(vs.view(5), images[1]);
         let other = ViewSet::new(images, vec![0, 1, 1], 4, AugmentConfig::heavy(), 10).unwrap();
         assert_ne!(vs.view(5), other.view(5), "the seed must matter");
+    }
+
+    /// Mean squared difference between horizontally adjacent pixels: the fine detail a blur
+    /// removes (an edge spread over w pixels keeps its total variation but loses 1/w of this).
+    fn detail(img: &Rgb8) -> f64 {
+        let (w, h) = (img.width, img.height);
+        let mut s = 0.0f64;
+        for y in 0..h {
+            for x in 1..w {
+                let (a, b) = ((y * w + x - 1) * 3, (y * w + x) * 3);
+                s += (f64::from(img.pixels[a]) - f64::from(img.pixels[b])).powi(2);
+            }
+        }
+        s / (h * (w - 1)) as f64
+    }
+
+    #[test]
+    fn lr_views_copy_the_right_views_at_full_size_with_less_detail() {
+        let images: Vec<Rgb8> = (0..3).map(|i| synthetic_face(i, 0, 0.0)).collect();
+        let vs = ViewSet::new(images, vec![0, 1, 2], 4, AugmentConfig::heavy(), 9).unwrap();
+        let lr = LrViews::new(&vs, 2, vec![8, 12], 5).unwrap();
+        assert_eq!(lr.count(), 6);
+        assert_eq!(
+            (0..6).map(|l| lr.hr_row(l)).collect::<Vec<_>>(),
+            [0, 1, 4, 5, 8, 9]
+        );
+        for l in 0..6 {
+            let c = lr.chip(l).unwrap();
+            let h = vs.view(lr.hr_row(l));
+            assert_eq!((c.width, c.height), (h.width, h.height));
+            assert!(
+                detail(&c) < 0.5 * detail(&h),
+                "row {l}: detail {:.2} vs the view's {:.2}",
+                detail(&c),
+                detail(&h)
+            );
+            assert_eq!(c, lr.chip(l).unwrap(), "row {l} must be deterministic");
+        }
+        let other = LrViews::new(&vs, 2, vec![8, 12], 6).unwrap();
+        assert!((0..6).any(|l| other.chip(l).unwrap() != lr.chip(l).unwrap()));
+        assert!(LrViews::new(&vs, 0, vec![8], 0).is_err());
+        assert!(LrViews::new(&vs, 5, vec![8], 0).is_err());
+        assert!(LrViews::new(&vs, 1, vec![], 0).is_err());
+        assert!(LrViews::new(&vs, 1, vec![0], 0).is_err());
     }
 
     #[test]

@@ -86,11 +86,23 @@ impl BridgeHead {
         for name in [FC1, PRELU, FC2] {
             leaves.insert(name.to_string(), tape.leaf(self.get(name)?.clone(), true));
         }
-        let h = tape.linear(t, leaves[FC1])?;
-        let h = tape.prelu(h, leaves[PRELU])?;
-        let h = tape.linear(h, leaves[FC2])?;
+        let y = Self::record_with(tape, t, &leaves)?;
+        Ok((y, leaves))
+    }
+
+    /// Records the head once more on `t`, sharing the parameter leaves of an earlier `record`
+    /// (so both inputs' gradients reach the same parameters).
+    pub fn record_with(tape: &mut Tape, t: Var, leaves: &BTreeMap<String, Var>) -> Result<Var> {
+        let leaf = |name: &str| {
+            leaves.get(name).copied().ok_or_else(|| {
+                Error::InvalidArgument(format!("no parameter leaf `{name}` for the bridge head"))
+            })
+        };
+        let h = tape.linear(t, leaf(FC1)?)?;
+        let h = tape.prelu(h, leaf(PRELU)?)?;
+        let h = tape.linear(h, leaf(FC2)?)?;
         let y = tape.add(h, t)?;
-        Ok((tape.l2_normalize(y)?, leaves))
+        tape.l2_normalize(y)
     }
 
     /// Adapted unit features `[n, 128]` of unit teacher features `t [n, 128]`.

@@ -9,7 +9,7 @@ pub mod step2;
 use crate::assets::sha256_file;
 use crate::cpu::Kernels;
 use crate::data::augment::AugmentConfig;
-use crate::data::views::{FaceSet, ViewSet};
+use crate::data::views::{FaceSet, LrViews, ViewSet, ViewSource};
 use crate::error::{Error, Result};
 use crate::model::teacher::{Teacher, TEACHER_RESOLUTION};
 use crate::tensor::Tensor;
@@ -33,13 +33,24 @@ pub fn progress_bar(len: u64, what: &str, unit: &str, show: bool) -> indicatif::
     b
 }
 
-/// The feature cache that belongs to a bridge file: `X.safetensors` → `X.features.safetensors`.
-pub fn cache_path(bridge: &Path) -> PathBuf {
+/// The file beside a bridge file `X.safetensors` named `X.{suffix}`.
+fn beside(bridge: &Path, suffix: &str) -> PathBuf {
     let stem = bridge
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bridge".into());
-    bridge.with_file_name(format!("{stem}.features.safetensors"))
+    bridge.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// The feature cache that belongs to a bridge file: `X.safetensors` → `X.features.safetensors`.
+pub fn cache_path(bridge: &Path) -> PathBuf {
+    beside(bridge, "features.safetensors")
+}
+
+/// The cache of the teacher's features of low-resolution copies (resolution-aware step 1):
+/// `X.safetensors` → `X.lr-features.safetensors`.
+pub fn lr_cache_path(bridge: &Path) -> PathBuf {
+    beside(bridge, "lr-features.safetensors")
 }
 
 /// What identifies a set of fixed views: the data listing, the number of views, the seed, the
@@ -69,6 +80,10 @@ pub struct Step1Options {
     pub views: usize,
     pub seed: u64,
     pub augment: AugmentConfig,
+    /// Low-resolution copies per image for a resolution-aware head (0: none), and the
+    /// resolutions they are drawn at.
+    pub lr_views: usize,
+    pub lr_resolutions: Vec<usize>,
     pub head: HeadConfig,
     pub threads: usize,
     pub progress: bool,
@@ -81,6 +96,8 @@ pub struct Step1Report {
     pub images: usize,
     pub identities: usize,
     pub views: usize,
+    /// Low-resolution copies the head also trained on.
+    pub lr_views: usize,
     pub history: Vec<step1::HeadEpoch>,
     pub cache: PathBuf,
 }
@@ -132,9 +149,48 @@ pub fn run_step1(
         opts.threads,
         opts.progress,
     )?;
+    let (lr_raw, lr_rows) = if opts.lr_views > 0 {
+        let lr = LrViews::new(
+            &views,
+            opts.lr_views,
+            opts.lr_resolutions.clone(),
+            opts.seed,
+        )?;
+        let mut lr_identity = identity.clone();
+        lr_identity.insert("lr_views".into(), opts.lr_views.to_string());
+        lr_identity.insert(
+            "lr_resolutions".into(),
+            format!("{:?}", opts.lr_resolutions),
+        );
+        let f = step1::teacher_features(
+            k,
+            teacher,
+            &lr,
+            &lr_cache_path(out),
+            &lr_identity,
+            opts.threads,
+            opts.progress,
+        )?;
+        (f, (0..lr.count()).map(|l| lr.hr_row(l)).collect())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let lr = (opts.lr_views > 0).then(|| step1::LrFeatures {
+        raw: &lr_raw,
+        hr_row: lr_rows,
+    });
     let labels: Vec<usize> = (0..views.len()).map(|j| views.label(j)).collect();
     let mut head = BridgeHead::new(opts.head.hidden, set.identities.len(), opts.head.seed)?;
-    let history = step1::train_head(k, &mut head, &raw, &labels, &opts.head, opts.progress)?;
+    let history = step1::train_head(
+        k,
+        &mut head,
+        &raw,
+        &labels,
+        &opts.head,
+        lr.as_ref(),
+        opts.progress,
+    )?;
+    let lr_views = lr.as_ref().map_or(0, |l| l.hr_row.len());
     let adapted = step1::adapt_all(k, &head, &raw)?;
     step1::write_cache(&cache, &identity, &raw, &adapted)?;
     head.metadata = identity;
@@ -155,11 +211,20 @@ pub fn run_step1(
     );
     head.metadata
         .insert("head_config".into(), format!("{:?}", opts.head));
+    if opts.lr_views > 0 {
+        head.metadata
+            .insert("lr_views".into(), opts.lr_views.to_string());
+        head.metadata.insert(
+            "lr_resolutions".into(),
+            format!("{:?}", opts.lr_resolutions),
+        );
+    }
     head.save(out)?;
     Ok(Step1Report {
         images: set.len(),
         identities: set.identities.len(),
         views: views.len(),
+        lr_views,
         history,
         cache,
     })

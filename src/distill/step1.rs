@@ -1,16 +1,18 @@
 //! Step 1, cross-dataset distillation: the frozen teacher's features of every fixed view
 //! (computed once, resumably, into a memory-mapped cache), the bridge head trained on them with
-//! margin softmax over the public identities plus a similarity-structure term, and the adapted
-//! features written back to the cache for step 2. It never trains the student.
+//! margin softmax over the public identities plus a similarity-structure term (and, when asked,
+//! on the teacher's features of low-resolution copies, held to their views' by a consistency
+//! term), and the adapted features written back to the cache for step 2. It never trains the
+//! student.
 
 use super::head::{BridgeHead, CENTRES, FC1, FC2};
 use super::progress_bar;
-use crate::autograd::loss::{margin_softmax, relation_distillation, Margin};
+use crate::autograd::loss::{cosine_regression, margin_softmax, relation_distillation, Margin};
 use crate::autograd::Tape;
 use crate::cpu::Kernels;
 use crate::data::image::{to_input, Rgb8};
 use crate::data::loader::epoch_order;
-use crate::data::views::ViewSet;
+use crate::data::views::ViewSource;
 use crate::error::{Error, Result};
 use crate::model::student::Normalization;
 use crate::model::teacher::{Teacher, TEACHER_EMBEDDING, TEACHER_RESOLUTION};
@@ -40,6 +42,9 @@ pub struct HeadConfig {
     /// Weight of the similarity-structure term (batch cosine matrix of the adapted features
     /// against the raw teacher's).
     pub structure_weight: f32,
+    /// Weight of the resolution-consistency term: 1 − cos between the adapted features of a
+    /// view and of its low-resolution copy (used only when low-resolution features are given).
+    pub lr_consistency: f32,
     pub seed: u64,
 }
 
@@ -53,7 +58,8 @@ impl Default for HeadConfig {
             weight_decay: 1e-4,
             scale: 30.0,
             margin: Margin::CosFace(0.3),
-            structure_weight: 100.0,
+            structure_weight: 1000.0,
+            lr_consistency: 10.0,
             seed: 0,
         }
     }
@@ -67,19 +73,19 @@ fn teacher_input(view: &Rgb8) -> Result<Tensor> {
     to_input(view, TEACHER_RESOLUTION, &raw)
 }
 
-/// Unit teacher features of every view of `views`, `[len, 128]` row-major. Rows already in
+/// Unit teacher features of every chip of `views`, `[count, 128]` row-major. Rows already in
 /// the cache at `cache` (same `identity` metadata) are reused, and the cache is rewritten after
 /// every chunk, so an interrupted run resumes where it stopped.
 pub fn teacher_features(
     k: &Kernels,
     teacher: &Teacher,
-    views: &ViewSet,
+    views: &dyn ViewSource,
     cache: &Path,
     identity: &BTreeMap<String, String>,
     threads: usize,
     progress: bool,
 ) -> Result<Vec<f32>> {
-    let total = views.len();
+    let total = views.count();
     let d = TEACHER_EMBEDDING;
     let mut feats = vec![0.0f32; total * d];
     let mut done = 0usize;
@@ -102,7 +108,7 @@ pub fn teacher_features(
         let end = (done + chunk).min(total);
         // The teacher splits each chunk over the threads itself.
         let xs = (done..end)
-            .map(|j| teacher_input(&views.view(j)))
+            .map(|j| teacher_input(&views.chip(j)?))
             .collect::<Result<Vec<_>>>()?;
         let e = teacher.forward_threads(k, &Tensor::stack(&xs)?, threads)?;
         feats[done * d..end * d].copy_from_slice(e.data());
@@ -124,18 +130,32 @@ pub struct HeadEpoch {
     pub epoch: usize,
     pub class_loss: f64,
     pub structure_loss: f64,
+    /// Mean 1 − cos between views and their low-resolution copies (0 without them).
+    pub lr_loss: f64,
     pub accuracy: f64,
+}
+
+/// Teacher features of low-resolution copies of some views, for a resolution-aware head:
+/// `raw [rows, 128]` and, for each row, the view (row of the head's main features) it copies.
+pub struct LrFeatures<'a> {
+    pub raw: &'a [f32],
+    pub hr_row: Vec<usize>,
 }
 
 /// Trains `head` on unit teacher features `raw [m, 128]` with `labels [m]`: margin softmax of
 /// the adapted features against the (normalised) class centres, plus `structure_weight` times
-/// the relation loss between the adapted and raw batch cosine matrices. AdamW, cosine decay.
+/// the relation loss between the adapted and raw batch cosine matrices. With `lr`, each batch
+/// also takes the low-resolution copies of its views: margin softmax on their adapted features
+/// too, and `lr_consistency` times 1 − cos between each copy's adapted feature and its view's
+/// (both sides get the gradient, so the head learns to drop what low resolution loses).
+/// AdamW, cosine decay.
 pub fn train_head(
     k: &Kernels,
     head: &mut BridgeHead,
     raw: &[f32],
     labels: &[usize],
     cfg: &HeadConfig,
+    lr: Option<&LrFeatures>,
     progress: bool,
 ) -> Result<Vec<HeadEpoch>> {
     let d = TEACHER_EMBEDDING;
@@ -156,6 +176,31 @@ pub fn train_head(
         return Err(Error::InvalidArgument(
             "the head needs at least 1 epoch and a batch of at least 2".into(),
         ));
+    }
+    // For each view, the low-resolution rows that copy it.
+    let mut copies: Vec<Vec<usize>> = vec![Vec::new(); m];
+    if let Some(lr) = lr {
+        if lr.raw.len() != lr.hr_row.len() * d {
+            return Err(Error::Shape(format!(
+                "{} low-resolution feature values for {} rows of {d}",
+                lr.raw.len(),
+                lr.hr_row.len()
+            )));
+        }
+        for (l, &j) in lr.hr_row.iter().enumerate() {
+            copies
+                .get_mut(j)
+                .ok_or_else(|| {
+                    Error::Shape(format!("low-resolution row {l} copies view {j} of {m}"))
+                })?
+                .push(l);
+        }
+        if !(cfg.lr_consistency >= 0.0 && cfg.lr_consistency.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "the resolution-consistency weight must be ≥ 0, got {}",
+                cfg.lr_consistency
+            )));
+        }
     }
     let batch = cfg.batch.min(m);
     let per_epoch = m / batch;
@@ -178,7 +223,7 @@ pub fn train_head(
     let mut step = 0u64;
     for epoch in 0..cfg.epochs {
         let order = epoch_order(m, cfg.seed ^ 0x4EAD, epoch);
-        let (mut cl, mut sl, mut correct) = (0.0f64, 0.0f64, 0usize);
+        let (mut cl, mut sl, mut ll, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize);
         for b in 0..per_epoch {
             let idx = &order[b * batch..(b + 1) * batch];
             let mut x = Vec::with_capacity(batch * d);
@@ -193,6 +238,25 @@ pub fn train_head(
             leaves.insert(CENTRES.to_string(), centres);
             let unit = tape.l2_normalize(centres)?;
             let cos = tape.linear(a, unit)?;
+            // The low-resolution copies of this batch's views: (position in the batch, row).
+            let pairs: Vec<(usize, usize)> = idx
+                .iter()
+                .enumerate()
+                .flat_map(|(p, &i)| copies[i].iter().map(move |&l| (p, l)))
+                .collect();
+            let low = match lr {
+                Some(lr) if !pairs.is_empty() => {
+                    let mut xl = Vec::with_capacity(pairs.len() * d);
+                    for &(_, l) in &pairs {
+                        xl.extend_from_slice(&lr.raw[l * d..(l + 1) * d]);
+                    }
+                    let tl = tape.leaf(Tensor::new(&[pairs.len(), d], xl)?, false);
+                    let al = BridgeHead::record_with(&mut tape, tl, &leaves)?;
+                    let cos_l = tape.linear(al, unit)?;
+                    Some((al, cos_l))
+                }
+                _ => None,
+            };
             let mut dcos = vec![0.0f32; batch * classes];
             let (lc, ok) = margin_softmax(
                 tape.value(cos).data(),
@@ -206,13 +270,60 @@ pub fn train_head(
             let mut da = vec![0.0f32; batch * d];
             let ls = relation_distillation(tape.value(a).data(), &x, batch, d, &mut da)?;
             da.iter_mut().for_each(|g| *g *= cfg.structure_weight);
+            // Low-resolution copies: margin softmax, and consistency with their views.
+            let mut low_grads = None;
+            let mut lconsist = 0.0f32;
+            if let Some((al, cos_l)) = low {
+                let p = pairs.len();
+                let yl: Vec<usize> = pairs.iter().map(|&(q, _)| y[q]).collect();
+                let mut dcos_l = vec![0.0f32; p * classes];
+                let (lcl, _) = margin_softmax(
+                    tape.value(cos_l).data(),
+                    p,
+                    classes,
+                    &yl,
+                    cfg.scale as f64,
+                    cfg.margin,
+                    &mut dcos_l,
+                )?;
+                let av = tape.value(a).data();
+                let mut ah = Vec::with_capacity(p * d);
+                for &(q, _) in &pairs {
+                    ah.extend_from_slice(&av[q * d..(q + 1) * d]);
+                }
+                let alv = tape.value(al).data().to_vec();
+                let (mut dal, mut dah) = (vec![0.0f32; p * d], vec![0.0f32; p * d]);
+                lconsist = cosine_regression(&alv, &ah, p, d, &mut dal)?;
+                cosine_regression(&ah, &alv, p, d, &mut dah)?;
+                let w = cfg.lr_consistency;
+                dal.iter_mut().for_each(|g| *g *= w);
+                for (row, &(q, _)) in dah.chunks(d).zip(&pairs) {
+                    for (o, g) in da[q * d..(q + 1) * d].iter_mut().zip(row) {
+                        *o += w * g;
+                    }
+                }
+                if !(lcl.is_finite() && lconsist.is_finite()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "bridge head training diverged at step {step}; lower --head-lr"
+                    )));
+                }
+                low_grads = Some((al, dal, cos_l, dcos_l, p));
+            }
             if !(lc.is_finite() && ls.is_finite()) {
                 return Err(Error::InvalidArgument(format!(
                     "bridge head training diverged at step {step}; lower --head-lr"
                 )));
             }
             tape.add_grad(a, Tensor::new(&[batch, d], da)?)?;
-            tape.backward(cos, Tensor::new(&[batch, classes], dcos)?)?;
+            match low_grads {
+                // The copies were recorded last: seed every gradient, then run back from them.
+                Some((al, dal, cos_l, dcos_l, p)) => {
+                    tape.add_grad(cos, Tensor::new(&[batch, classes], dcos)?)?;
+                    tape.add_grad(al, Tensor::new(&[p, d], dal)?)?;
+                    tape.backward(cos_l, Tensor::new(&[p, classes], dcos_l)?)?;
+                }
+                None => tape.backward(cos, Tensor::new(&[batch, classes], dcos)?)?,
+            }
             let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
             for (name, v) in &leaves {
                 let g = tape.grad(*v).map(|g| g.data().to_vec());
@@ -233,6 +344,7 @@ pub fn train_head(
             step += 1;
             cl += lc as f64;
             sl += ls as f64;
+            ll += lconsist as f64;
             correct += ok;
             bar.set_message(format!(
                 "epoch {}/{} loss {lc:.3} + {ls:.4}",
@@ -245,6 +357,7 @@ pub fn train_head(
             epoch,
             class_loss: cl / per_epoch as f64,
             structure_loss: sl / per_epoch as f64,
+            lr_loss: ll / per_epoch as f64,
             accuracy: correct as f64 / (per_epoch * batch) as f64,
         });
     }
@@ -338,7 +451,7 @@ mod tests {
             structure_weight: 1.0,
             ..HeadConfig::default()
         };
-        let hist = train_head(k, &mut head, &x, &y, &cfg, false).unwrap();
+        let hist = train_head(k, &mut head, &x, &y, &cfg, None, false).unwrap();
         assert!(
             hist.last().unwrap().class_loss < 0.5 * hist[0].class_loss,
             "{hist:?}"
@@ -360,6 +473,99 @@ mod tests {
             self_cos > 0.3,
             "adapted features moved far from the teacher's: {self_cos}"
         );
-        assert!(train_head(k, &mut head, &x, &y[..3], &cfg, false).is_err());
+        assert!(train_head(k, &mut head, &x, &y[..3], &cfg, None, false).is_err());
+    }
+
+    /// Mean cosine between row `l` of `lo` and row `rows[l]` of `hi`.
+    fn pair_cos(lo: &[f32], hi: &[f32], rows: &[usize]) -> f64 {
+        let d = TEACHER_EMBEDDING;
+        rows.iter()
+            .enumerate()
+            .map(|(l, &j)| (0..d).map(|k| lo[l * d + k] * hi[j * d + k]).sum::<f32>() as f64)
+            .sum::<f64>()
+            / rows.len() as f64
+    }
+
+    #[test]
+    fn resolution_consistency_brings_copies_to_their_views() {
+        // Identity lives in the first 96 dimensions; views carry detail in the last 32 that
+        // their low-resolution copies replace with artefacts. A resolution-aware head must learn
+        // to ignore those dimensions, so a copy's adapted feature lands on its view's.
+        let d = TEACHER_EMBEDDING;
+        let (classes, per) = (6, 8);
+        let mut rng = Rng::new(11);
+        let centres: Vec<f32> = (0..classes * d)
+            .map(|j| if j % d < 96 { rng.normal() } else { 0.0 })
+            .collect();
+        let unit = |mut v: Vec<f32>| {
+            let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|a| *a /= n);
+            v
+        };
+        let (mut x, mut y, mut xl, mut rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in 0..classes {
+            for _ in 0..per {
+                let base: Vec<f32> = (0..d)
+                    .map(|j| centres[c * d + j] + if j < 96 { 0.3 * rng.normal() } else { 0.0 })
+                    .collect();
+                let mut hr = base.clone();
+                let mut lo = base;
+                for j in 96..d {
+                    hr[j] = 2.0 * rng.normal();
+                    lo[j] = 2.0 * rng.normal();
+                }
+                rows.push(y.len());
+                x.extend(unit(hr));
+                xl.extend(unit(lo));
+                y.push(c);
+            }
+        }
+        let cfg = HeadConfig {
+            epochs: 40,
+            batch: 16,
+            lr: 5e-3,
+            structure_weight: 1.0,
+            lr_consistency: 10.0,
+            ..HeadConfig::default()
+        };
+        let k = crate::cpu::kernels().unwrap();
+        let raw_cos = pair_cos(&xl, &x, &rows);
+        let lr = LrFeatures {
+            raw: &xl,
+            hr_row: rows.clone(),
+        };
+        let mut aware = BridgeHead::new(64, classes, 1).unwrap();
+        let hist = train_head(k, &mut aware, &x, &y, &cfg, Some(&lr), false).unwrap();
+        assert!(hist[0].lr_loss > 0.0, "{hist:?}");
+        assert!(
+            hist.last().unwrap().lr_loss < 0.5 * hist[0].lr_loss,
+            "{hist:?}"
+        );
+        let mut plain = BridgeHead::new(64, classes, 1).unwrap();
+        let plain_hist = train_head(k, &mut plain, &x, &y, &cfg, None, false).unwrap();
+        assert!(plain_hist.iter().all(|h| h.lr_loss == 0.0));
+        let cos = |h: &BridgeHead| {
+            pair_cos(
+                &adapt_all(k, h, &xl).unwrap(),
+                &adapt_all(k, h, &x).unwrap(),
+                &rows,
+            )
+        };
+        let (c_aware, c_plain) = (cos(&aware), cos(&plain));
+        assert!(
+            c_aware > c_plain + 0.1 && c_aware > raw_cos + 0.1,
+            "copy-to-view cosine: raw {raw_cos:.3}, plain head {c_plain:.3}, aware head {c_aware:.3}"
+        );
+        // A copy pointing past the views, or features of the wrong length, are refused.
+        let bad = LrFeatures {
+            raw: &xl,
+            hr_row: rows.iter().map(|&j| j + y.len()).collect(),
+        };
+        assert!(train_head(k, &mut plain, &x, &y, &cfg, Some(&bad), false).is_err());
+        let short = LrFeatures {
+            raw: &xl[..d],
+            hr_row: rows,
+        };
+        assert!(train_head(k, &mut plain, &x, &y, &cfg, Some(&short), false).is_err());
     }
 }
