@@ -8,6 +8,7 @@ use crate::cpu;
 use crate::data::augment::AugmentConfig;
 use crate::data::degrade::DegradeConfig;
 use crate::data::loader::Source;
+use crate::data::views::LrViews;
 use crate::distill::step1::HeadConfig;
 use crate::distill::step2::{initial_state, Lambdas, Multitask, Target};
 use crate::distill::{run_step1, Bridge, Step1Options};
@@ -309,27 +310,21 @@ pub fn prepare(out: &Path, threads: Option<usize>) -> Result<Vec<PathBuf>> {
 
 /// Checks step 1's resolution-aware options before any work.
 fn check_step1_opts(o: &Step1Opts) -> Result<()> {
-    let bad = |m: String| Err(Error::InvalidArgument(m));
-    if o.lr_views.is_some_and(|l| l > o.views) {
-        return bad(format!(
-            "--lr-views {} is more than --views {}",
-            o.lr_views.unwrap_or(0),
-            o.views
-        ));
-    }
-    if o.lr_resolutions.is_empty() {
-        return bad("--lr-resolutions needs at least one resolution".into());
-    }
-    if let Some(r) = o.lr_resolutions.iter().find(|r| !(4..=112).contains(*r)) {
-        return bad(format!("--lr-resolutions: {r} px is outside 4..=112"));
+    if lr_views(o) > 0 {
+        LrViews::check(lr_views(o), o.views, &o.lr_resolutions)?;
     }
     if !(o.lr_consistency >= 0.0 && o.lr_consistency.is_finite()) {
-        return bad(format!(
+        return Err(Error::InvalidArgument(format!(
             "--lr-consistency must be ≥ 0, got {}",
             o.lr_consistency
-        ));
+        )));
     }
     Ok(())
+}
+
+/// Low-resolution copies per image: as given, else 2 (1 when there is a single view).
+fn lr_views(o: &Step1Opts) -> usize {
+    o.lr_views.unwrap_or(2.min(o.views))
 }
 
 fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
@@ -346,7 +341,7 @@ fn step1(data: &[PathBuf], out: &Path, o: &Step1Opts) -> Result<()> {
         views: o.views,
         seed: o.seed,
         augment: AugmentConfig::heavy(),
-        lr_views: o.lr_views.unwrap_or(2.min(o.views)),
+        lr_views: lr_views(o),
         lr_resolutions: o.lr_resolutions.clone(),
         head: HeadConfig {
             hidden: o.head_hidden,

@@ -213,10 +213,21 @@ impl<'a> LrViews<'a> {
         resolutions: Vec<usize>,
         seed: u64,
     ) -> Result<LrViews<'a>> {
-        if per_image == 0 || per_image > hr.views {
+        Self::check(per_image, hr.views, &resolutions)?;
+        Ok(LrViews {
+            hr,
+            per_image,
+            resolutions,
+            seed,
+        })
+    }
+
+    /// Checks the settings before any work: 1 to `views` copies per image, and resolutions in
+    /// 4..=112.
+    pub fn check(per_image: usize, views: usize, resolutions: &[usize]) -> Result<()> {
+        if per_image == 0 || per_image > views {
             return Err(Error::InvalidArgument(format!(
-                "--lr-views must be 1 to --views ({}), got {per_image}",
-                hr.views
+                "--lr-views must be 1 to --views ({views}), got {per_image}"
             )));
         }
         if resolutions.is_empty() {
@@ -229,12 +240,17 @@ impl<'a> LrViews<'a> {
                 "--lr-resolutions: {r} px is outside 4..=112"
             )));
         }
-        Ok(LrViews {
-            hr,
-            per_image,
-            resolutions,
-            seed,
-        })
+        Ok(())
+    }
+
+    /// What identifies the copies beyond their views: how many, at which resolutions, and the
+    /// degradation recipe (a cache of their teacher features is reused only when all match).
+    pub fn identity(&self) -> Vec<(String, String)> {
+        vec![
+            ("lr_views".into(), self.per_image.to_string()),
+            ("lr_resolutions".into(), format!("{:?}", self.resolutions)),
+            ("lr_degrade".into(), format!("{:?}", DegradeConfig::new(0))),
+        ]
     }
 
     /// The row of the high-resolution view that low-resolution row `l` copies.

@@ -149,7 +149,7 @@ pub fn run_step1(
         opts.threads,
         opts.progress,
     )?;
-    let (lr_raw, lr_rows) = if opts.lr_views > 0 {
+    let (lr_raw, lr_rows, lr_meta) = if opts.lr_views > 0 {
         let lr = LrViews::new(
             &views,
             opts.lr_views,
@@ -157,11 +157,7 @@ pub fn run_step1(
             opts.seed,
         )?;
         let mut lr_identity = identity.clone();
-        lr_identity.insert("lr_views".into(), opts.lr_views.to_string());
-        lr_identity.insert(
-            "lr_resolutions".into(),
-            format!("{:?}", opts.lr_resolutions),
-        );
+        lr_identity.extend(lr.identity());
         let f = step1::teacher_features(
             k,
             teacher,
@@ -171,9 +167,13 @@ pub fn run_step1(
             opts.threads,
             opts.progress,
         )?;
-        (f, (0..lr.count()).map(|l| lr.hr_row(l)).collect())
+        (
+            f,
+            (0..lr.count()).map(|l| lr.hr_row(l)).collect(),
+            lr.identity(),
+        )
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     let lr = (opts.lr_views > 0).then(|| step1::LrFeatures {
         raw: &lr_raw,
@@ -211,14 +211,7 @@ pub fn run_step1(
     );
     head.metadata
         .insert("head_config".into(), format!("{:?}", opts.head));
-    if opts.lr_views > 0 {
-        head.metadata
-            .insert("lr_views".into(), opts.lr_views.to_string());
-        head.metadata.insert(
-            "lr_resolutions".into(),
-            format!("{:?}", opts.lr_resolutions),
-        );
-    }
+    head.metadata.extend(lr_meta);
     head.save(out)?;
     Ok(Step1Report {
         images: set.len(),
