@@ -272,12 +272,12 @@ pub fn train_head(
             da.iter_mut().for_each(|g| *g *= cfg.structure_weight);
             // Low-resolution copies: margin softmax, and consistency with their views.
             let mut low_grads = None;
-            let mut lconsist = 0.0f32;
+            let (mut lcl, mut lconsist) = (0.0f32, 0.0f32);
             if let Some((al, cos_l)) = low {
                 let p = pairs.len();
                 let yl: Vec<usize> = pairs.iter().map(|&(q, _)| y[q]).collect();
                 let mut dcos_l = vec![0.0f32; p * classes];
-                let (lcl, _) = margin_softmax(
+                (lcl, _) = margin_softmax(
                     tape.value(cos_l).data(),
                     p,
                     classes,
@@ -291,10 +291,10 @@ pub fn train_head(
                 for &(q, _) in &pairs {
                     ah.extend_from_slice(&av[q * d..(q + 1) * d]);
                 }
-                let alv = tape.value(al).data().to_vec();
+                let alv = tape.value(al).data();
                 let (mut dal, mut dah) = (vec![0.0f32; p * d], vec![0.0f32; p * d]);
-                lconsist = cosine_regression(&alv, &ah, p, d, &mut dal)?;
-                cosine_regression(&ah, &alv, p, d, &mut dah)?;
+                lconsist = cosine_regression(alv, &ah, p, d, &mut dal)?;
+                cosine_regression(&ah, alv, p, d, &mut dah)?;
                 let w = cfg.lr_consistency;
                 dal.iter_mut().for_each(|g| *g *= w);
                 for (row, &(q, _)) in dah.chunks(d).zip(&pairs) {
@@ -302,14 +302,9 @@ pub fn train_head(
                         *o += w * g;
                     }
                 }
-                if !(lcl.is_finite() && lconsist.is_finite()) {
-                    return Err(Error::InvalidArgument(format!(
-                        "bridge head training diverged at step {step}; lower --head-lr"
-                    )));
-                }
                 low_grads = Some((al, dal, cos_l, dcos_l, p));
             }
-            if !(lc.is_finite() && ls.is_finite()) {
+            if ![lc, ls, lcl, lconsist].iter().all(|v| v.is_finite()) {
                 return Err(Error::InvalidArgument(format!(
                     "bridge head training diverged at step {step}; lower --head-lr"
                 )));
