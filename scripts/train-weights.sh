@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces weights/: prepares the training faces, runs bridge distillation step 1 once and step 2
 # at 16, 12 and 8 px, the two ablations at each resolution (same data, budget and seed), and the
-# evaluation table of the model card on ORL (never trained on). One command, about 1 hour on a
+# evaluation table of the model card on ORL (never trained on). One command, about 1¼ hours on a
 # quiet 2-core machine:
 #
 #   bash scripts/train-weights.sh [RUN_DIR]
 #
 # Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS16 and EPOCHS
-# (step-2 passes over all views at 16 px and at 12/8 px, default 4 and 4), JOBS (step-2 runs in
+# (step-2 passes over all views at 16 px and at 12/8 px, default 4 and 4; 8 and 8 take about 2 hours
+# and were no better on ORL, see weights/README.md), JOBS (step-2 runs in
 # parallel, default 2), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
