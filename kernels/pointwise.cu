@@ -293,7 +293,77 @@ struct Vec8Fill {
     }
 };
 
+// The B tile of a plain f16 input with one pixel per image (the head's linear layer: x is
+// [n, c_in], k contiguous for each column) and c_in a multiple of 8: 8 consecutive k of one
+// column per 16-byte load, stored as they lie (Bs keeps k contiguous per column). Columns
+// t / 4 and t / 4 + 64, k group t % 4.
+struct KMajorFill {
+    const half_bits* x;
+    long long j0, cols;
+    __device__ void fill(half_bits (*Bs)[MMA_KP], int k0, int c_in) {
+        const int t = threadIdx.x;
+        const int kq = t & 3;
+        const int k = k0 + kq * 8;
+#pragma unroll
+        for (int l = 0; l < 2; ++l) {
+            const int col = (t >> 2) + 64 * l;
+            const long long j = j0 + col;
+            half8 v = {{0u, 0u, 0u, 0u}};
+            if (j < cols && k < c_in) v = *reinterpret_cast<const half8*>(x + j * c_in + k);
+            *reinterpret_cast<half8*>(&Bs[col][kq * 8]) = v;
+        }
+    }
+};
+
 #define MMA_SMEM (MMA_BM * MMA_CP * 4)
+
+// The warp tiles' accumulators into the f32 tile `Cs` (the operand tiles are dead after the
+// k loop's last barrier), then a barrier.
+__device__ __forceinline__ void mma_acc_to_shared(float (*Cs)[MMA_CP], float (*acc)[4][4], int g,
+                                                  int q, int wm, int wn) {
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                Cs[wm * 32 + mi * 16 + g + 8 * (r >> 1)][wn * 32 + ni * 8 + 2 * q + (r & 1)] =
+                    acc[mi][ni][r];
+    __syncthreads();
+}
+
+// The epilogue for planes of a multiple of 8 pixels: 8 consecutive columns (one image,
+// contiguous pixels) per thread, 16-byte residual loads and stores. Column group t % 16, rows
+// t / 16 + 16 i.
+__device__ __forceinline__ void mma_store_vec8(float (*Cs)[MMA_CP], int t, int m0, long long j0,
+                                               long long cols, int hw, int c_out,
+                                               const float* __restrict__ bias,
+                                               const float* alpha, const half_bits* residual,
+                                               half_bits* __restrict__ y) {
+    const int cg = t & 15;
+    const long long j = j0 + cg * 8;
+    if (j >= cols) return;
+    const long long b = j / hw, p = j - b * hw;
+#pragma unroll
+    for (int i = 0; i < MMA_BM / 16; ++i) {
+        const int row = (t >> 4) + 16 * i;
+        const int m = m0 + row;
+        if (m >= c_out) break;
+        const long long o = (b * c_out + m) * hw + p;
+        half8 rv = {{0u, 0u, 0u, 0u}};
+        if (residual != nullptr) rv = *reinterpret_cast<const half8*>(residual + o);
+        const half_bits* rh = reinterpret_cast<const half_bits*>(&rv);
+        half8 out;
+        half_bits* oh = reinterpret_cast<half_bits*>(&out);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float v = bias_prelu(Cs[row][cg * 8 + e], bias[m], alpha, m);
+            if (residual != nullptr) v += load_f32(rh, e);
+            oh[e] = f32_to_half_bits(v);
+        }
+        *reinterpret_cast<half8*>(y + o) = out;
+    }
+}
 
 template <typename Fill>
 __device__ void pointwise_mma(unsigned char* smem, Fill fill, const half_bits* __restrict__ w,
@@ -367,43 +437,9 @@ __device__ void pointwise_mma(unsigned char* smem, Fill fill, const half_bits* _
         __syncthreads();
     }
 
-    // Accumulators to shared memory (the operand tiles are dead after the last barrier).
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-            for (int r = 0; r < 4; ++r)
-                Cs[wm * 32 + mi * 16 + g + 8 * (r >> 1)][wn * 32 + ni * 8 + 2 * q + (r & 1)] =
-                    acc[mi][ni][r];
-    __syncthreads();
-
+    mma_acc_to_shared(Cs, acc, g, q, wm, wn);
     if ((hw & 7) == 0) {
-        // 8 consecutive columns (one image, contiguous pixels) per thread: 16-byte residual
-        // loads and stores. Column group t % 16, rows t / 16 + 16 i.
-        const int cg = t & 15;
-        const long long j = j0 + cg * 8;
-        if (j >= cols) return;
-        const long long b = j / hw, p = j - b * hw;
-#pragma unroll
-        for (int i = 0; i < MMA_BM / 16; ++i) {
-            const int row = (t >> 4) + 16 * i;
-            const int m = m0 + row;
-            if (m >= c_out) break;
-            const long long o = (b * c_out + m) * hw + p;
-            half8 rv = {{0u, 0u, 0u, 0u}};
-            if (residual != nullptr) rv = *reinterpret_cast<const half8*>(residual + o);
-            const half_bits* rh = reinterpret_cast<const half_bits*>(&rv);
-            half8 out;
-            half_bits* oh = reinterpret_cast<half_bits*>(&out);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                float v = bias_prelu(Cs[row][cg * 8 + e], bias[m], alpha, m);
-                if (residual != nullptr) v += load_f32(rh, e);
-                oh[e] = f32_to_half_bits(v);
-            }
-            *reinterpret_cast<half8*>(y + o) = out;
-        }
+        mma_store_vec8(Cs, t, m0, j0, cols, hw, c_out, bias, alpha, residual, y);
         return;
     }
     // Any plane size: one value per step; each thread keeps one column, so the (image, pixel)
@@ -434,6 +470,12 @@ extern "C" __global__ void __launch_bounds__(256)
         f.x = x;
         f.hw = hw;
         f.init(t, j0, cols, c_in);
+        pointwise_mma(smem, f, w, bias, alpha, residual, y, n, c_in, c_out, hw);
+    } else if (hw == 1 && (c_in & 7) == 0) {
+        KMajorFill f;
+        f.x = x;
+        f.j0 = j0;
+        f.cols = cols;
         pointwise_mma(smem, f, w, bias, alpha, residual, y, n, c_in, c_out, hw);
     } else {
         ScalarFill<PlainColumn<half_bits>> f;
@@ -466,4 +508,135 @@ extern "C" __global__ void __launch_bounds__(256)
     const long long cols = (long long)n * f.col.hw;
     f.init(threadIdx.x, (long long)blockIdx.x * MMA_BN, cols);
     pointwise_mma(smem, f, pw_w, pw_b, pw_alpha, residual, y, n, c_in, c_out, f.col.hw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensor-core pointwise GEMM, second form, for planes of a multiple of 8 pixels. The B tile
+// stays k-major in shared memory ([k][column], as it lies in global memory): each thread's
+// 16-byte load is one 16-byte store, free of bank conflicts (the first form transposes it into
+// eight 2-byte stores that conflict 16 ways), and `ldmatrix.trans` (rows 272 bytes apart, so the
+// eight rows of each 8x8 matrix fall in distinct banks) hands the MMAs the same fragments. The
+// grid is one-dimensional with the output-channel tiles of a column tile adjacent, so the
+// blocks that share an input tile run together and read it from L2, and each k step's global
+// loads are issued before the previous step's MMAs (register prefetch). Same sums in the same
+// order as the first form, so the results are identical.
+
+#define MMA2_BP (MMA_BN + 8)  // B row pitch in halves: 272 bytes
+
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const void* p) {
+#if __CUDA_ARCH__ >= 800
+    unsigned a;
+    asm("{ .reg .u64 s; cvta.to.shared.u64 s, %1; cvt.u32.u64 %0, s; }" : "=r"(a) : "l"(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    pointwise_mma2_f16(const half_bits* __restrict__ x, const half_bits* __restrict__ w,
+                       const float* __restrict__ bias, const float* alpha,
+                       const half_bits* residual, half_bits* __restrict__ y, int n, int c_in,
+                       int c_out, int hw) {
+    __shared__ __align__(16) unsigned char smem[MMA_SMEM];
+    half_bits(*As)[MMA_KP] = reinterpret_cast<half_bits(*)[MMA_KP]>(smem);
+    half_bits(*Bs)[MMA2_BP] =
+        reinterpret_cast<half_bits(*)[MMA2_BP]>(smem + MMA_BM * MMA_KP * 2);
+    float(*Cs)[MMA_CP] = reinterpret_cast<float(*)[MMA_CP]>(smem);
+
+    const int t = threadIdx.x;
+    const int lane = t & 31, warp = t >> 5;
+    const int g = lane >> 2, q = lane & 3;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int m_tiles = (c_out + MMA_BM - 1) / MMA_BM;
+    const int m0 = (int)(blockIdx.x % m_tiles) * MMA_BM;
+    const long long j0 = (long long)(blockIdx.x / m_tiles) * MMA_BN;
+    const long long cols = (long long)n * hw;
+    const bool vec_w = (c_in & 7) == 0;
+
+    // B: 8 consecutive columns (one image, contiguous pixels) at k rows kk0 and kk0 + 16.
+    const int cg = t & 15, kk0 = t >> 4;
+    const long long jc = j0 + cg * 8;
+    const bool b_valid = jc < cols;
+    long long b_base = 0;
+    if (b_valid) {
+        const long long b = jc / hw;
+        b_base = b * c_in * (long long)hw + (jc - b * hw);
+    }
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+
+    const int a_row = t >> 2, a_k0 = (t & 3) * 8;  // A: one row, 8 consecutive k
+    // ldmatrix row addresses: lanes 0-7 and 16-23 k rows 0-7, lanes 8-15 and 24-31 rows 8-15;
+    // lanes 16-31 the next 8 columns.
+    const int l_k = (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int l_n = wn * 32 + (lane >> 4) * 8;
+
+    // Each k step's operands are loaded into registers while the previous step's MMAs run.
+    half8 a_reg, b_reg[2];
+    auto load_step = [&](int k0) {
+        const int m = m0 + a_row;
+        const int k = k0 + a_k0;
+        if (vec_w && m < c_out && k + 8 <= c_in) {
+            a_reg = *reinterpret_cast<const half8*>(w + (long long)m * c_in + k);
+        } else {
+            half_bits* h = reinterpret_cast<half_bits*>(&a_reg);
+#pragma unroll
+            for (int l = 0; l < 8; ++l)
+                h[l] = (m < c_out && k + l < c_in) ? w[(long long)m * c_in + k + l]
+                                                   : (half_bits)0;
+        }
+#pragma unroll
+        for (int l = 0; l < 2; ++l) {
+            const int kb = k0 + kk0 + 16 * l;
+            b_reg[l] = half8{{0u, 0u, 0u, 0u}};
+            if (b_valid && kb < c_in)
+                b_reg[l] = *reinterpret_cast<const half8*>(x + b_base + (long long)kb * hw);
+        }
+    };
+    load_step(0);
+    for (int k0 = 0; k0 < c_in; k0 += MMA_BK) {
+        *reinterpret_cast<half8*>(&As[a_row][a_k0]) = a_reg;
+#pragma unroll
+        for (int l = 0; l < 2; ++l) *reinterpret_cast<half8*>(&Bs[kk0 + 16 * l][cg * 8]) = b_reg[l];
+        __syncthreads();
+        if (k0 + MMA_BK < c_in) load_step(k0 + MMA_BK);
+#pragma unroll
+        for (int ks = 0; ks < MMA_BK; ks += 16) {
+            unsigned a[2][4], b[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const int r = wm * 32 + mi * 16 + g;
+                a[mi][0] = *reinterpret_cast<const unsigned*>(&As[r][ks + 2 * q]);
+                a[mi][1] = *reinterpret_cast<const unsigned*>(&As[r + 8][ks + 2 * q]);
+                a[mi][2] = *reinterpret_cast<const unsigned*>(&As[r][ks + 2 * q + 8]);
+                a[mi][3] = *reinterpret_cast<const unsigned*>(&As[r + 8][ks + 2 * q + 8]);
+            }
+#pragma unroll
+            for (int nj = 0; nj < 4; nj += 2) {
+                unsigned r[4];
+                ldmatrix_x4_trans(r, &Bs[ks + l_k][l_n + nj * 8]);
+                b[nj][0] = r[0];
+                b[nj][1] = r[1];
+                b[nj + 1][0] = r[2];
+                b[nj + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 4; ++ni) mma_16816(acc[mi][ni], a[mi], b[ni]);
+        }
+        __syncthreads();
+    }
+    mma_acc_to_shared(Cs, acc, g, q, wm, wn);
+    mma_store_vec8(Cs, t, m0, j0, cols, hw, c_out, bias, alpha, residual, y);
 }

@@ -139,7 +139,7 @@ fn bench_cuda_impl(_ordinal: usize, _runs: usize) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
-    use crate::cuda::{bench::bench_student, CudaDevice, CudaStudent, Gemm, Precision};
+    use crate::cuda::{bench::bench_student, CudaDevice, CudaStudent, Depthwise, Gemm, Precision};
     use crate::model::student::{StudentInfo, StudentParams};
     let r = 16;
     let net = StudentParams::random(StudentInfo::new(r)?, 0).fold()?;
@@ -154,18 +154,33 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
     let mut configs = vec![(Precision::F32, Gemm::Fma), (Precision::F16, Gemm::Fma)];
     if dev.tensor_cores() {
         configs.push((Precision::F16, Gemm::TensorCores));
+        configs.push((Precision::F16, Gemm::TensorCoresLdmatrix));
     }
     for (p, gemm) in configs {
         let mut student = CudaStudent::new(dev.clone(), &layers, p)?;
         student.set_gemm(gemm)?;
-        for fused in [true, false] {
+        // Fused blocks, then separate depthwise (row and tiled kernels) and pointwise.
+        for (fused, dw) in [
+            (true, Depthwise::Rows),
+            (false, Depthwise::Rows),
+            (false, Depthwise::Tiles),
+            (false, Depthwise::Auto),
+        ] {
+            if fused && gemm == Gemm::TensorCoresLdmatrix {
+                continue; // fused blocks run the first tensor-core form
+            }
             student.set_fused(fused);
+            student.set_depthwise(dw);
+            let blocks = if fused {
+                "fused".to_string()
+            } else {
+                format!("dw+pw depthwise={}", dw.name())
+            };
             for row in bench_student(&mut student, r, &CUDA_BENCH_BATCHES, runs)? {
                 println!(
-                    "student {r}x{r} device=cuda:{ordinal} precision={} gemm={} blocks={} batch={}: {:.0} faces/s kernels (median {:.4} ms), {:.0} faces/s as a CUDA graph ({:.4} ms), {:.0} faces/s with host copies ({:.4} ms wall); {runs} runs",
+                    "student {r}x{r} device=cuda:{ordinal} precision={} gemm={} blocks={blocks} batch={}: {:.0} faces/s kernels (median {:.4} ms), {:.0} faces/s as a CUDA graph ({:.4} ms), {:.0} faces/s with host copies ({:.4} ms wall); {runs} runs",
                     p.name(),
                     gemm.name(),
-                    if fused { "fused" } else { "dw+pw" },
                     row.batch,
                     row.faces_per_s,
                     row.median_ms,
@@ -180,10 +195,9 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
             let total: f64 = profile.iter().map(|(_, ms)| ms).sum();
             for (name, ms) in profile {
                 println!(
-                    "  profile precision={} gemm={} blocks={} batch={n}: {name}: {ms:.3} ms ({:.0}%)",
+                    "  profile precision={} gemm={} blocks={blocks} batch={n}: {name}: {ms:.3} ms ({:.0}%)",
                     p.name(),
                     gemm.name(),
-                    if fused { "fused" } else { "dw+pw" },
                     100.0 * ms / total.max(1e-12)
                 );
             }

@@ -25,12 +25,24 @@ pub const SOURCES: [KernelSource; 6] = [
     KernelSource {
         file: "conv3x3.cu",
         source: include_str!("../../kernels/conv3x3.cu"),
-        entry_points: &["conv3x3_bias_prelu_f32", "conv3x3_bias_prelu_f16"],
+        entry_points: &[
+            "conv3x3_bias_prelu_f32",
+            "conv3x3_bias_prelu_f16",
+            "conv3x3_smem_f32",
+            "conv3x3_smem_f16",
+            "conv3x3_smem2_f32",
+            "conv3x3_smem2_f16",
+        ],
     },
     KernelSource {
         file: "depthwise.cu",
         source: include_str!("../../kernels/depthwise.cu"),
-        entry_points: &["depthwise3x3_bias_prelu_f32", "depthwise3x3_bias_prelu_f16"],
+        entry_points: &[
+            "depthwise3x3_bias_prelu_f32",
+            "depthwise3x3_bias_prelu_f16",
+            "depthwise3x3_tile_f32",
+            "depthwise3x3_tile_f16",
+        ],
     },
     KernelSource {
         file: "pointwise.cu",
@@ -42,6 +54,7 @@ pub const SOURCES: [KernelSource; 6] = [
             "dwpw_bias_prelu_f16",
             "pointwise_mma_f16",
             "dwpw_mma_f16",
+            "pointwise_mma2_f16",
         ],
     },
     KernelSource {

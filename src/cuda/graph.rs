@@ -344,7 +344,7 @@ pub fn conv(
     if s.is_pointwise() {
         // f16 storage on sm_80+ runs the GEMM on the tensor cores (f32 accumulation).
         let gemm = if x.precision() == Precision::F16 && dev.tensor_cores() {
-            Gemm::TensorCores
+            Gemm::TensorCoresLdmatrix
         } else {
             Gemm::Fma
         };

@@ -10,7 +10,7 @@ pub mod student;
 pub mod train;
 
 pub use device::CudaDevice;
-pub use student::{CudaStudent, Gemm, Precision, StudentLayers};
+pub use student::{CudaStudent, Depthwise, Gemm, Precision, StudentLayers};
 
 use crate::error::{Error, Result};
 

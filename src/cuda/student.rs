@@ -130,11 +130,15 @@ pub enum Gemm {
     Fma,
     /// `mma.sync` f16 tensor cores with f32 accumulation (`*_mma_f16`): f16 storage, sm_80+.
     TensorCores,
+    /// The same, with the pointwise input tile kept k-major in shared memory and read by
+    /// `ldmatrix.trans` (`pointwise_mma2_f16`) where planes hold a multiple of 8 pixels; the
+    /// first form elsewhere and for fused blocks. Identical results.
+    TensorCoresLdmatrix,
 }
 
 impl Gemm {
     fn check(self, dev: &CudaDevice, p: Precision) -> Result<()> {
-        if self == Gemm::TensorCores {
+        if self != Gemm::Fma {
             if p != Precision::F16 {
                 return Err(Error::Cuda(
                     "the tensor-core kernels take f16 storage only".into(),
@@ -153,7 +157,7 @@ impl Gemm {
     fn kernel(self, stem: &str, p: Precision) -> String {
         match self {
             Gemm::Fma => format!("{stem}_bias_prelu_{}", p.suffix()),
-            Gemm::TensorCores => format!("{stem}_mma_f16"),
+            Gemm::TensorCores | Gemm::TensorCoresLdmatrix => format!("{stem}_mma_f16"),
         }
     }
 
@@ -161,7 +165,7 @@ impl Gemm {
     fn launch_config(self, cols: usize, c_out: usize) -> Result<LaunchConfig> {
         let (bn, bm, block) = match self {
             Gemm::Fma => (64, 64, (16, 16, 1)),
-            Gemm::TensorCores => (128, 64, (256, 1, 1)),
+            Gemm::TensorCores | Gemm::TensorCoresLdmatrix => (128, 64, (256, 1, 1)),
         };
         Ok(LaunchConfig {
             grid_dim: (
@@ -179,6 +183,7 @@ impl Gemm {
         match self {
             Gemm::Fma => "fma",
             Gemm::TensorCores => "tensor-cores",
+            Gemm::TensorCoresLdmatrix => "tensor-cores-ldmatrix",
         }
     }
 }
@@ -297,8 +302,22 @@ pub fn conv3x3(
         dim(c_out, "c_out")?,
         dim(stride, "stride")?,
     ];
-    let cfg = thread_cfg(n * oh * ow, "output pixels")?;
-    let f = dev.function(&format!("conv3x3_bias_prelu_{}", p.suffix()))?;
+    // Small weight sets (the stem) are staged in shared memory (`STEM_SMEM_W` floats), with two
+    // adjacent output pixels per thread where the output width is even.
+    let (name, cfg) = if c_in * 9 * c_out.div_ceil(4) * 4 > 8192 {
+        (
+            "conv3x3_bias_prelu",
+            thread_cfg(n * oh * ow, "output pixels")?,
+        )
+    } else if ow % 2 == 0 {
+        (
+            "conv3x3_smem2",
+            thread_cfg(n * oh * ow / 2, "output pixel pairs")?,
+        )
+    } else {
+        ("conv3x3_smem", thread_cfg(n * oh * ow, "output pixels")?)
+    };
+    let f = dev.function(&format!("{name}_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
     push(&mut b, w);
@@ -308,17 +327,62 @@ pub fn conv3x3(
     for v in &a {
         b.arg(v);
     }
-    // SAFETY: argument types and order match `conv3x3_bias_prelu_*` in kernels/conv3x3.cu (one
-    // thread per output pixel, 32-bit pixel index checked by `thread_cfg`), and every buffer
-    // was checked above to hold what the kernel indexes.
+    // SAFETY: argument types and order match `conv3x3_bias_prelu_*`, `conv3x3_smem_*` and
+    // `conv3x3_smem2_*` in kernels/conv3x3.cu (one thread per output pixel, or per pair of
+    // pixels for an even output width, 32-bit index checked by `thread_cfg`; the shared-memory
+    // ones only with at most STEM_SMEM_W staged weights, checked above), and every buffer was
+    // checked above to hold what the kernel indexes.
     unsafe { b.launch(cfg) }.map_err(driver_err("conv3x3 launch"))?;
     Ok(())
+}
+
+/// Which depthwise 3×3 kernel runs (kernels/depthwise.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depthwise {
+    /// One thread per output row, reading the input straight from global memory.
+    Rows,
+    /// Whole planes staged in shared memory by coalesced loads, one thread per output value;
+    /// planes of more than `DW_TILE_ELEMS` values fall back to `Rows`.
+    Tiles,
+    /// Per layer: `Tiles` for planes of 256 pixels or more and for stride 2, else `Rows`.
+    Auto,
+}
+
+/// Shared-memory capacity of `depthwise3x3_tile_*` in values, and its most planes per block
+/// (`DW_TILE_ELEMS` and `DW_TILE_PLANES` in kernels/depthwise.cu).
+const DW_TILE_ELEMS: usize = 4096;
+const DW_TILE_PLANES: usize = 256;
+
+impl Depthwise {
+    pub fn name(self) -> &'static str {
+        match self {
+            Depthwise::Rows => "rows",
+            Depthwise::Tiles => "tiles",
+            Depthwise::Auto => "auto",
+        }
+    }
 }
 
 /// Depthwise 3×3 conv, pad 1, stride 1 or 2, then bias and optional PReLU: matches
 /// `cpu::scalar::conv2d` with groups = channels, followed by `prelu`.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise3x3(
+    dev: &CudaDevice,
+    x: &DevBuf,
+    w: &DevBuf,
+    bias: &CudaSlice<f32>,
+    alpha: Option<&CudaSlice<f32>>,
+    y: &mut DevBuf,
+    dims: [usize; 4],
+    stride: usize,
+) -> Result<()> {
+    depthwise3x3_on(Depthwise::Rows, dev, x, w, bias, alpha, y, dims, stride)
+}
+
+/// `depthwise3x3` on the chosen kernel; both give the same values bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise3x3_on(
+    kind: Depthwise,
     dev: &CudaDevice,
     x: &DevBuf,
     w: &DevBuf,
@@ -347,8 +411,34 @@ pub fn depthwise3x3(
         dim(wd, "w")?,
         dim(stride, "stride")?,
     ];
-    let cfg = thread_cfg(n * c * oh, "output rows")?;
-    let f = dev.function(&format!("depthwise3x3_bias_prelu_{}", p.suffix()))?;
+    let tiles = match kind {
+        Depthwise::Rows => false,
+        Depthwise::Tiles => true,
+        Depthwise::Auto => h * wd >= 256 || stride > 1,
+    } && h * wd <= DW_TILE_ELEMS;
+    let (cfg, name, planes) = if tiles {
+        let planes = (DW_TILE_ELEMS / (h * wd)).clamp(1, DW_TILE_PLANES);
+        let blocks = (n * c).div_ceil(planes);
+        if blocks >= i32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "{} depthwise planes exceed the GPU kernels' 32-bit index",
+                n * c
+            )));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (blocks.max(1) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, "depthwise3x3_tile", planes as i32)
+    } else {
+        (
+            thread_cfg(n * c * oh, "output rows")?,
+            "depthwise3x3_bias_prelu",
+            0,
+        )
+    };
+    let f = dev.function(&format!("{name}_{}", p.suffix()))?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
     push(&mut b, w);
@@ -358,8 +448,13 @@ pub fn depthwise3x3(
     for v in &a {
         b.arg(v);
     }
-    // SAFETY: matches `depthwise3x3_bias_prelu_*` in kernels/depthwise.cu (one thread per
-    // output row, 32-bit row index checked by `thread_cfg`); sizes checked above.
+    if tiles {
+        b.arg(&planes);
+    }
+    // SAFETY: matches `depthwise3x3_bias_prelu_*` (one thread per output row, 32-bit row index
+    // checked by `thread_cfg`) or `depthwise3x3_tile_*` (256 threads, `planes` whole planes of
+    // at most DW_TILE_ELEMS values per block, DW_TILE_PLANES at most) in kernels/depthwise.cu;
+    // sizes checked above.
     unsafe { b.launch(cfg) }.map_err(driver_err("depthwise launch"))?;
     Ok(())
 }
@@ -412,8 +507,29 @@ pub fn pointwise_on(
         dim(c_out, "c_out")?,
         dim(hw, "hw")?,
     ];
-    let cfg = gemm.launch_config(n * hw, c_out)?;
-    let f = dev.function(&gemm.kernel("pointwise", p))?;
+    let (cfg, name) = if gemm == Gemm::TensorCoresLdmatrix && hw % 8 == 0 {
+        // One-dimensional grid: the output-channel tiles of each column tile adjacent.
+        let blocks = (n * hw).div_ceil(128) * c_out.div_ceil(64);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                u32::try_from(blocks.max(1))
+                    .ok()
+                    .filter(|&b| b < i32::MAX as u32)
+                    .ok_or_else(|| Error::Shape("batch too large".into()))?,
+                1,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, "pointwise_mma2_f16".to_string())
+    } else {
+        (
+            gemm.launch_config(n * hw, c_out)?,
+            gemm.kernel("pointwise", p),
+        )
+    };
+    let f = dev.function(&name)?;
     let mut b = dev.stream.launch_builder(f);
     push(&mut b, x);
     push(&mut b, w);
@@ -429,8 +545,10 @@ pub fn pointwise_on(
     for v in &a {
         b.arg(v);
     }
-    // SAFETY: matches `pointwise_bias_prelu_*` / `pointwise_mma_f16` in kernels/pointwise.cu
-    // (the block shape each assumes comes from `Gemm::launch_config`); sizes checked above;
+    // SAFETY: matches `pointwise_bias_prelu_*` / `pointwise_mma_f16` / `pointwise_mma2_f16`
+    // (planes of a multiple of 8 pixels, 256 threads, one block per 64×128 output tile) in
+    // kernels/pointwise.cu (the block shape each assumes comes from `Gemm::launch_config` or
+    // the grid above); sizes checked above;
     // `residual` is read-only and never `y`; the tensor-core kernel only runs on sm_80+.
     unsafe { b.launch(cfg) }.map_err(driver_err("pointwise launch"))?;
     Ok(())
@@ -725,6 +843,8 @@ pub struct CudaStudent {
     lin_w: DevBuf,
     lin_b: CudaSlice<f32>,
     m: usize,
+    /// Which depthwise kernel the unfused blocks use.
+    depthwise: Depthwise,
     /// Whether blocks run as one fused depthwise+pointwise kernel or as two (the default).
     fused: bool,
     /// The engine of the pointwise GEMMs: tensor cores by default for f16 on sm_80+.
@@ -781,8 +901,10 @@ impl CudaStudent {
         }
         let s = dev.stream.clone();
         let d: &CudaDevice = &dev;
+        // Measured fastest on an H200 (BENCHMARKS.md): f16 on the tensor cores with the k-major
+        // (`ldmatrix`) input tile, and the tiled depthwise kernel.
         let gemm = if precision == Precision::F16 && d.tensor_cores() {
-            Gemm::TensorCores
+            Gemm::TensorCoresLdmatrix
         } else {
             Gemm::Fma
         };
@@ -804,6 +926,7 @@ impl CudaStudent {
             // Separate depthwise and pointwise kernels measured faster than the fused block on
             // an H200 for every engine and batch (BENCHMARKS.md), so they are the default.
             fused: false,
+            depthwise: Depthwise::Tiles,
             gemm,
             use_graphs: true,
             graphs: HashMap::new(),
@@ -825,6 +948,18 @@ impl CudaStudent {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Chooses the depthwise kernel of the unfused blocks.
+    pub fn set_depthwise(&mut self, kind: Depthwise) {
+        if kind != self.depthwise {
+            self.depthwise = kind;
+            self.graphs.clear();
+        }
+    }
+
+    pub fn depthwise(&self) -> Depthwise {
+        self.depthwise
     }
 
     /// Chooses fused depthwise+pointwise blocks or the two separate kernels (default).
@@ -967,6 +1102,7 @@ impl CudaStudent {
             lin_b,
             m,
             fused,
+            depthwise,
             gemm,
             inputs,
             embs,
@@ -1026,7 +1162,8 @@ impl CudaStudent {
                     pw.c_out
                 ))?;
             } else {
-                depthwise3x3(
+                depthwise3x3_on(
+                    *depthwise,
                     dev,
                     a,
                     &dw.w,

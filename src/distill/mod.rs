@@ -156,8 +156,9 @@ pub fn run_step1(
             opts.lr_resolutions.clone(),
             opts.seed,
         )?;
+        let lr_meta = lr.identity();
         let mut lr_identity = identity.clone();
-        lr_identity.extend(lr.identity());
+        lr_identity.extend(lr_meta.iter().cloned());
         let f = step1::teacher_features(
             k,
             teacher,
@@ -167,11 +168,7 @@ pub fn run_step1(
             opts.threads,
             opts.progress,
         )?;
-        (
-            f,
-            (0..lr.count()).map(|l| lr.hr_row(l)).collect(),
-            lr.identity(),
-        )
+        (f, (0..lr.count()).map(|l| lr.hr_row(l)).collect(), lr_meta)
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
