@@ -1,4 +1,5 @@
-// Depthwise 3x3 convolution, pad 1, stride 1 or 2 (one filter per channel), fused bias + PReLU.
+// Depthwise 3x3 convolution, pad 1, stride 1 or 2 (one filter per channel), fused bias + PReLU,
+// as two kernels: rows (here) and tiles in shared memory (further down; the student's default).
 // One thread per output row (image, channel, row): its 9 weights, bias and slope are loaded
 // once into registers and reused along the row; consecutive threads take consecutive rows of
 // a plane, so a warp reads and writes contiguous memory. Every index is 32-bit (the host checks

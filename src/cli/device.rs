@@ -159,7 +159,7 @@ fn bench_cuda_impl(ordinal: usize, runs: usize) -> Result<()> {
     for (p, gemm) in configs {
         let mut student = CudaStudent::new(dev.clone(), &layers, p)?;
         student.set_gemm(gemm)?;
-        // Fused blocks, then separate depthwise (row and tiled kernels) and pointwise.
+        // Fused blocks, then separate depthwise (row, tiled and per-layer kernels) and pointwise.
         for (fused, dw) in [
             (true, Depthwise::Rows),
             (false, Depthwise::Rows),

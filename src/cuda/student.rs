@@ -379,7 +379,7 @@ pub fn depthwise3x3(
     depthwise3x3_on(Depthwise::Rows, dev, x, w, bias, alpha, y, dims, stride)
 }
 
-/// `depthwise3x3` on the chosen kernel; both give the same values bit for bit.
+/// `depthwise3x3` on the chosen kernel; every kind gives the same values bit for bit.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise3x3_on(
     kind: Depthwise,
