@@ -315,6 +315,15 @@ fn step2_rejects_bad_options_before_any_work() {
         &[
             (vec!["--black-frame", "1.5"], "--black-frame"),
             (vec!["--contrast-scale", "0"], "--contrast-scale"),
+            (vec!["--resolution", "0"], "--resolution"),
+            (vec!["--resolution", "33"], "--resolution"),
+            (vec!["--blur-prob", "2"], "--blur-prob"),
+            (vec!["--jpeg-prob=-0.1"], "--jpeg-prob"),
+            (
+                vec!["--noise-sigma-min", "3", "--noise-sigma-max", "1"],
+                "--noise-sigma",
+            ),
+            (vec!["--jpeg-quality-min", "0"], "--jpeg-quality"),
             (vec!["--lambda-contrast=-1"], "λ"),
             (
                 vec!["--objective", "scratch", "--freeze-centres"],

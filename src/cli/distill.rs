@@ -1,19 +1,18 @@
 //! `bridge distill prepare|step1|step2|all`: fetches and aligns the training faces, parses the
 //! options of both steps into `distill` calls, and writes the bridge and the student. No maths.
 
-use super::train::{run_to_file, start_or_resume};
+use super::train::{run_to_file, start_or_resume, DegradeArgs};
 use crate::assets;
 use crate::autograd::loss::Margin;
 use crate::cpu;
 use crate::data::augment::AugmentConfig;
-use crate::data::degrade::DegradeConfig;
 use crate::data::loader::Source;
 use crate::data::views::LrViews;
 use crate::distill::step1::HeadConfig;
 use crate::distill::step2::{initial_state, Lambdas, Multitask, Target};
 use crate::distill::{run_step1, Bridge, Step1Options};
 use crate::error::{Error, Result};
-use crate::model::student::StudentParams;
+use crate::model::student::{StudentParams, MAX_RESOLUTION, MIN_RESOLUTION};
 use crate::train::TrainConfig;
 use crate::weights::StoreDtype;
 use clap::{Args, Subcommand, ValueEnum};
@@ -193,6 +192,10 @@ pub struct Step2Opts {
     pub batch: usize,
     #[arg(long, default_value_t = 0.1)]
     pub lr: f32,
+    /// How each view is degraded to the student's resolution, on the fly. (Step 1's
+    /// low-resolution copies always use the defaults, recorded in the bridge's `lr_degrade`.)
+    #[command(flatten)]
+    pub degrade: DegradeArgs,
     /// Seeds the student's initialisation, the batch order and the degradations.
     #[arg(long, default_value_t = 0)]
     pub student_seed: u64,
@@ -438,6 +441,13 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
             "all λ weights are zero: nothing to learn".into(),
         ));
     }
+    if !(MIN_RESOLUTION..=MAX_RESOLUTION).contains(&o.resolution) {
+        return Err(Error::InvalidArgument(format!(
+            "--resolution {} is outside {MIN_RESOLUTION}..={MAX_RESOLUTION}",
+            o.resolution
+        )));
+    }
+    let degrade = o.degrade.validated(o.resolution)?;
     let b = Bridge::open(bridge, data, !o.quiet)?;
     let mut cfg = TrainConfig::new(o.resolution);
     cfg.epochs = o.epochs;
@@ -447,10 +457,10 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
     cfg.augment = o.augment.config();
     cfg.freeze_centres = o.freeze_centres;
     cfg.black_frame = o.black_frame;
-    cfg.degrade = DegradeConfig::new(o.resolution);
+    cfg.degrade = degrade;
     let (targets, centres) = b.targets(target)?;
     let provenance = format!(
-        "bridge distill step2 --objective {} (λ mimic {}, class {}, relation {}, contrast {} at scale {}, centres {}) at {}px, {} epochs over {} views of {} images ({} identities), student augmentation {:?} (black frame {}), bridge {} (data {}), seed {}",
+        "bridge distill step2 --objective {} (λ mimic {}, class {}, relation {}, contrast {} at scale {}, centres {}) at {}px, {} epochs over {} views of {} images ({} identities), student augmentation {:?} (black frame {}), degradation {:?}, bridge {} (data {}), seed {}",
         target.name(),
         lambdas.mimic,
         lambdas.class,
@@ -465,6 +475,7 @@ fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -
         b.identities,
         o.augment,
         o.black_frame,
+        cfg.degrade,
         bridge.display(),
         b.head.metadata.get("data").cloned().unwrap_or_default(),
         o.student_seed

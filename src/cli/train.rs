@@ -38,6 +38,85 @@ pub enum ResampleArg {
     Bicubic,
 }
 
+/// How training faces are degraded to low resolution (shared by `train` and `distill step2`).
+/// The defaults are `DegradeConfig::new`: all three downsamplers, blur and noise half the
+/// time, JPEG 30% of the time.
+#[derive(Args, Debug, Clone)]
+pub struct DegradeArgs {
+    /// Downsamplers to choose among.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ResampleArg::Area, ResampleArg::Bilinear, ResampleArg::Bicubic])]
+    pub resample: Vec<ResampleArg>,
+    /// Probability of a Gaussian blur before downsampling (σ in input pixels, drawn between
+    /// the two bounds below).
+    #[arg(long, default_value_t = 0.5)]
+    pub blur_prob: f32,
+    #[arg(long, default_value_t = 0.5)]
+    pub blur_sigma_min: f32,
+    #[arg(long, default_value_t = 1.5)]
+    pub blur_sigma_max: f32,
+    /// Probability of Gaussian noise after downsampling (σ on the 0..255 scale).
+    #[arg(long, default_value_t = 0.5)]
+    pub noise_prob: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_sigma_min: f32,
+    #[arg(long, default_value_t = 6.0)]
+    pub noise_sigma_max: f32,
+    /// Probability of JPEG re-encoding at the end (quality drawn between the two bounds).
+    #[arg(long, default_value_t = 0.3)]
+    pub jpeg_prob: f32,
+    #[arg(long, default_value_t = 40)]
+    pub jpeg_quality_min: u8,
+    #[arg(long, default_value_t = 95)]
+    pub jpeg_quality_max: u8,
+}
+
+impl DegradeArgs {
+    /// `config`, checked: a bad value is an error naming its option.
+    pub fn validated(&self, resolution: usize) -> Result<DegradeConfig> {
+        for (flag, p) in [
+            ("--blur-prob", self.blur_prob),
+            ("--noise-prob", self.noise_prob),
+            ("--jpeg-prob", self.jpeg_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::InvalidArgument(format!(
+                    "{flag} {p} is a probability, 0 to 1"
+                )));
+            }
+        }
+        let c = self.config(resolution);
+        c.validate().map_err(|e| {
+            Error::InvalidArgument(format!(
+                "degradation options (--resample, --blur-sigma-*, --noise-sigma-*, --jpeg-quality-*): {}",
+                e.to_string().trim_start_matches("invalid argument: ")
+            ))
+        })?;
+        Ok(c)
+    }
+
+    /// The degradation to `resolution` × `resolution` these options describe.
+    pub fn config(&self, resolution: usize) -> DegradeConfig {
+        DegradeConfig {
+            resolution,
+            methods: self
+                .resample
+                .iter()
+                .map(|r| match r {
+                    ResampleArg::Area => Resample::Area,
+                    ResampleArg::Bilinear => Resample::Bilinear,
+                    ResampleArg::Bicubic => Resample::Bicubic,
+                })
+                .collect(),
+            blur_prob: self.blur_prob,
+            blur_sigma: (self.blur_sigma_min, self.blur_sigma_max),
+            noise_prob: self.noise_prob,
+            noise_sigma: (self.noise_sigma_min, self.noise_sigma_max),
+            jpeg_prob: self.jpeg_prob,
+            jpeg_quality: (self.jpeg_quality_min, self.jpeg_quality_max),
+        }
+    }
+}
+
 /// Options of `bridge train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -94,27 +173,8 @@ pub struct TrainArgs {
     /// Colour jitter amount for brightness, contrast and saturation (0: none).
     #[arg(long, default_value_t = 0.2)]
     pub jitter: f32,
-    /// Downsamplers to choose among.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ResampleArg::Area, ResampleArg::Bilinear, ResampleArg::Bicubic])]
-    pub resample: Vec<ResampleArg>,
-    #[arg(long, default_value_t = 0.5)]
-    pub blur_prob: f32,
-    #[arg(long, default_value_t = 0.5)]
-    pub blur_sigma_min: f32,
-    #[arg(long, default_value_t = 1.5)]
-    pub blur_sigma_max: f32,
-    #[arg(long, default_value_t = 0.5)]
-    pub noise_prob: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub noise_sigma_min: f32,
-    #[arg(long, default_value_t = 6.0)]
-    pub noise_sigma_max: f32,
-    #[arg(long, default_value_t = 0.3)]
-    pub jpeg_prob: f32,
-    #[arg(long, default_value_t = 40)]
-    pub jpeg_quality_min: u8,
-    #[arg(long, default_value_t = 95)]
-    pub jpeg_quality_max: u8,
+    #[command(flatten)]
+    pub degrade: DegradeArgs,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -152,24 +212,7 @@ impl TrainArgs {
             saturation: self.jitter,
             grayscale: 0.0,
         };
-        c.degrade = DegradeConfig {
-            resolution: self.resolution,
-            methods: self
-                .resample
-                .iter()
-                .map(|r| match r {
-                    ResampleArg::Area => Resample::Area,
-                    ResampleArg::Bilinear => Resample::Bilinear,
-                    ResampleArg::Bicubic => Resample::Bicubic,
-                })
-                .collect(),
-            blur_prob: self.blur_prob,
-            blur_sigma: (self.blur_sigma_min, self.blur_sigma_max),
-            noise_prob: self.noise_prob,
-            noise_sigma: (self.noise_sigma_min, self.noise_sigma_max),
-            jpeg_prob: self.jpeg_prob,
-            jpeg_quality: (self.jpeg_quality_min, self.jpeg_quality_max),
-        };
+        c.degrade = self.degrade.config(self.resolution);
         c
     }
 }
@@ -303,5 +346,55 @@ pub(super) fn run_to_file(
             );
             Ok(true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::distill::DistillCommand;
+    use super::super::{Cli, Command};
+    use crate::data::degrade::{DegradeConfig, Resample};
+    use clap::Parser;
+
+    fn step2_degrade(extra: &[&str]) -> DegradeConfig {
+        let mut args = vec!["bridge", "distill", "step2", "--bridge", "b", "--out", "o"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Distill(DistillCommand::Step2(a)) => a.opts.degrade.config(a.opts.resolution),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Step 2 without degradation options degrades exactly as before they existed, and as
+    /// `bridge train` does; the options reach the configuration.
+    #[test]
+    fn step2_degradation_defaults_and_overrides() {
+        assert_eq!(step2_degrade(&[]), DegradeConfig::new(16));
+        let train = match Cli::try_parse_from(["bridge", "train", "--data", "d", "--out", "o"])
+            .unwrap()
+            .command
+        {
+            Command::Train(a) => a.degrade.config(a.resolution),
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(train, DegradeConfig::new(train.resolution));
+        let c = step2_degrade(&[
+            "--resolution",
+            "12",
+            "--resample",
+            "area,bicubic",
+            "--blur-prob",
+            "0",
+            "--noise-sigma-max",
+            "3",
+            "--jpeg-quality-min",
+            "60",
+        ]);
+        assert_eq!(c.resolution, 12);
+        assert_eq!(c.methods, vec![Resample::Area, Resample::Bicubic]);
+        assert_eq!(c.blur_prob, 0.0);
+        assert_eq!(c.noise_sigma, (1.0, 3.0));
+        assert_eq!(c.jpeg_quality, (60, 95));
+        assert!(step2_degrade(&["--blur-prob", "1.5"]).validate().is_err());
     }
 }
