@@ -121,6 +121,7 @@ fn eval_reports_the_documented_schema_with_counts_and_fractions() {
     // Rank-k over 5 gallery identities with pessimistic ties: rank-5 covers everything.
     assert_eq!(r5, 1.0);
     assert!(j["cross_resolution"].is_null());
+    assert!(j["degradation"].is_null());
     let png = image::open(&plot).expect("the plot is a PNG").to_rgb8();
     assert_eq!(png.dimensions(), (640, 640));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROC curves written to"));
@@ -136,6 +137,21 @@ fn eval_reports_the_documented_schema_with_counts_and_fractions() {
     assert!(
         text.contains("rank-1") && text.contains("AUC") && text.contains("5 identities, 20 images")
     );
+
+    // --degrade: the report names the recipe (training defaults plus the given option) and
+    // is seeded like the rest.
+    let mut deg = args.to_vec();
+    deg.truncate(deg.len() - 2); // no plot
+    deg.extend(["--degrade", "--jpeg-prob", "1"]);
+    let d = json_of(&bridge(&deg));
+    assert_eq!(d["degradation"]["jpeg_prob"], 1.0);
+    assert_eq!(d["degradation"]["blur_prob"], 0.5);
+    assert_eq!(
+        d["degradation"]["resample"],
+        serde_json::json!(["area", "bilinear", "bicubic"])
+    );
+    fraction(&d["verification"], "accuracy");
+    assert_eq!(json_of(&bridge(&deg)), d);
 }
 
 #[test]
@@ -233,6 +249,10 @@ fn bad_input_fails_with_one_line() {
     assert!(err.contains("nope.safetensors"), "{err}");
     let err = one_line_error(&tmp.path().join("missing"), &model, &[]);
     assert!(err.contains("missing"), "{err}");
+    let err = one_line_error(&good, &model, &["--blur-prob", "0"]);
+    assert!(err.contains("need --degrade"), "{err}");
+    let err = one_line_error(&good, &model, &["--degrade", "--noise-prob", "1.5"]);
+    assert!(err.contains("--noise-prob"), "{err}");
     let err = one_line_error(&good, &model, &["--plot", "roc.gif"]);
     assert!(err.contains(".png or .svg"), "{err}");
     // 2 identities × 2 images: 2 genuine + 2 impostor pairs cannot fill 10 folds.

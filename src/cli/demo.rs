@@ -35,6 +35,7 @@ fn run_eval(
         seed: 0,
         pairs_txt: None,
         batch: 64,
+        degrade: None,
     };
     let r = evaluate(orl, model, gallery, &opts, &mut |done, total| {
         bar.set_length(total as u64);

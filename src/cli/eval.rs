@@ -2,6 +2,7 @@
 //! the text or JSON report and the ROC plot. Holds no metric or protocol logic.
 
 use super::commands::default_weights;
+use super::train::DegradeArgs;
 use crate::assets;
 use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
@@ -44,6 +45,13 @@ pub struct EvalArgs {
     /// Faces per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Degrade every face the model sees as training does (random downsampler, blur, noise,
+    /// JPEG; the options below, with the training defaults), seeded per image by --seed,
+    /// instead of clean area downsampling. The cross-resolution gallery stays clean.
+    #[arg(long)]
+    pub degrade: bool,
+    #[command(flatten)]
+    pub degrade_options: DegradeArgs,
 }
 
 /// Turns a `--model` value into an embedder. The hook for new models: add a name here.
@@ -94,11 +102,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .as_deref()
         .map(load_embedder)
         .transpose()?;
+    let degrade = if args.degrade {
+        Some(args.degrade_options.validated(args.resolution.max(1))?)
+    } else if !args.degrade_options.is_default() {
+        return Err(Error::InvalidArgument(
+            "the degradation options (--resample, --blur-*, --noise-*, --jpeg-*) need --degrade"
+                .into(),
+        ));
+    } else {
+        None
+    };
     let opts = EvalOptions {
         resolution: args.resolution,
         seed: args.seed,
         pairs_txt: args.pairs.clone(),
         batch: args.batch,
+        degrade,
     };
     // Drawn on stderr, and hidden by indicatif when stderr is not a terminal.
     let bar = ProgressBar::new(0);

@@ -71,6 +71,11 @@ pub struct DegradeArgs {
 }
 
 impl DegradeArgs {
+    /// Whether every option is at its default (`DegradeConfig::new`).
+    pub fn is_default(&self) -> bool {
+        self.config(0) == DegradeConfig::new(0)
+    }
+
     /// `config`, checked: a bad value is an error naming its option.
     pub fn validated(&self, resolution: usize) -> Result<DegradeConfig> {
         for (flag, p) in [

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod plot;
 pub mod protocol;
 
+use crate::data::degrade::{degrade_to_lr, DegradeConfig, Resample};
 use crate::data::folder::{read_lfw_pairs, ImageFolder};
 use crate::data::image::{load_rgb8, Rgb8};
 use crate::data::resample::{degrade_to_resolution, downsample_area};
@@ -33,6 +34,10 @@ pub struct EvalOptions {
     pub pairs_txt: Option<PathBuf>,
     /// Faces per forward pass.
     pub batch: usize,
+    /// Instead of clean area downsampling, degrade every face the model sees to `resolution`
+    /// with this recipe (its own `resolution` is ignored), drawn per image from `seed`, so a
+    /// run is repeatable. The cross-resolution gallery side stays clean.
+    pub degrade: Option<DegradeConfig>,
 }
 
 /// Verification results of one model (or one gallery/probe model combination).
@@ -77,6 +82,8 @@ pub struct Evaluation {
     pub impostor_pairs: usize,
     pub gallery: usize,
     pub probes: usize,
+    /// The degradation of the low-resolution side, if not clean area downsampling.
+    pub degrade: Option<DegradeConfig>,
     pub verification: Verification,
     pub identification: Identification,
     pub cross: Option<CrossResolution>,
@@ -131,13 +138,31 @@ pub fn evaluate(
     };
     let r = opts.resolution;
     let side = model.input_side();
-    let lr = embed_all(&paths, model, opts.batch, &mut tick, |img| {
-        degrade_to_resolution(img, r, side)
-    })?;
+    let degrade = opts.degrade.as_ref().map(|c| DegradeConfig {
+        resolution: r,
+        ..c.clone()
+    });
+    if let Some(c) = &degrade {
+        c.validate()?;
+    }
+    let lr = embed_all(
+        &paths,
+        model,
+        opts.batch,
+        &mut tick,
+        |i, img| match &degrade {
+            None => degrade_to_resolution(img, r, side),
+            Some(c) => {
+                let mut rng = image_rng(opts.seed, i);
+                let small = degrade_to_lr(img, c, &mut rng)?;
+                degrade_to_resolution(&small, r, side)
+            }
+        },
+    )?;
     let hr = match gallery_model {
         Some(g) => {
             let gs = g.input_side();
-            let hr = embed_all(&paths, g, opts.batch, &mut tick, |img| {
+            let hr = embed_all(&paths, g, opts.batch, &mut tick, |_, img| {
                 downsample_area(img, gs, gs)
             })?;
             if hr.dim != lr.dim {
@@ -176,6 +201,7 @@ pub fn evaluate(
         impostor_pairs: pairs.iter().filter(|p| !p.same).count(),
         gallery: gallery.len(),
         probes: probes.len(),
+        degrade,
         verification,
         identification,
         cross,
@@ -251,19 +277,27 @@ impl Embeddings {
 
 /// Loads, prepares and embeds every image, in batches, streaming (only a batch is decoded at a
 /// time). Rows are re-normalised so that a dot product is the cosine similarity.
+/// The degradation draws of image `i`: its own stream, so they do not depend on the batch size.
+fn image_rng(seed: u64, i: usize) -> Rng {
+    Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// Embeds every image of `paths`, each first turned into model input by `prepare(index, image)`.
 fn embed_all(
     paths: &[PathBuf],
     model: &dyn FaceEmbedder,
     batch: usize,
     tick: &mut dyn FnMut(usize),
-    prepare: impl Fn(&Rgb8) -> Result<Rgb8>,
+    prepare: impl Fn(usize, &Rgb8) -> Result<Rgb8>,
 ) -> Result<Embeddings> {
     let mut rows = Vec::new();
     let mut dim = 0;
-    for chunk in paths.chunks(batch.max(1)) {
+    let batch = batch.max(1);
+    for (c, chunk) in paths.chunks(batch).enumerate() {
         let faces = chunk
             .iter()
-            .map(|p| prepare(&load_rgb8(p)?))
+            .enumerate()
+            .map(|(j, p)| prepare(c * batch + j, &load_rgb8(p)?))
             .collect::<Result<Vec<_>>>()?;
         let emb = model.embed(&faces)?;
         let [n, d] = emb.dims2("embeddings")?;
@@ -325,6 +359,43 @@ fn identify(
     })
 }
 
+fn resample_name(m: Resample) -> &'static str {
+    match m {
+        Resample::Area => "area",
+        Resample::Bilinear => "bilinear",
+        Resample::Bicubic => "bicubic",
+    }
+}
+
+fn degradation_json(c: &DegradeConfig) -> serde_json::Value {
+    json!({
+        "resample": c.methods.iter().map(|&m| resample_name(m)).collect::<Vec<_>>(),
+        "blur_prob": c.blur_prob,
+        "blur_sigma": [c.blur_sigma.0, c.blur_sigma.1],
+        "noise_prob": c.noise_prob,
+        "noise_sigma": [c.noise_sigma.0, c.noise_sigma.1],
+        "jpeg_prob": c.jpeg_prob,
+        "jpeg_quality": [c.jpeg_quality.0, c.jpeg_quality.1],
+    })
+}
+
+fn describe_degradation(c: &DegradeConfig) -> String {
+    let methods: Vec<&str> = c.methods.iter().map(|&m| resample_name(m)).collect();
+    format!(
+        "{}; blur {} at σ {}–{}; noise {} at σ {}–{}; JPEG {} at quality {}–{}",
+        methods.join(","),
+        c.blur_prob,
+        c.blur_sigma.0,
+        c.blur_sigma.1,
+        c.noise_prob,
+        c.noise_sigma.0,
+        c.noise_sigma.1,
+        c.jpeg_prob,
+        c.jpeg_quality.0,
+        c.jpeg_quality.1
+    )
+}
+
 fn verification_json(v: &Verification) -> serde_json::Value {
     json!({
         "folds": v.kfold.per_fold.len(),
@@ -360,6 +431,7 @@ impl Evaluation {
             "impostor_pairs": self.impostor_pairs,
             "gallery": self.gallery,
             "probes": self.probes,
+            "degradation": self.degrade.as_ref().map(degradation_json),
             "verification": verification_json(&self.verification),
             "identification": identification_json(&self.identification),
             "cross_resolution": self.cross.as_ref().map(|c| json!({
@@ -377,10 +449,14 @@ impl Evaluation {
         let mut s = String::new();
         s += &format!("model: {}, input {}px\n", self.model, self.model_input);
         s += &format!(
-            "data: {} — {} identities, {} images; faces downsampled to {}×{}\n",
+            "data: {} — {} identities, {} images; faces {} to {}×{}\n",
             self.data.display(),
             self.identities,
             self.images,
+            match &self.degrade {
+                None => "downsampled".to_string(),
+                Some(c) => format!("degraded ({})", describe_degradation(c)),
+            },
             self.resolution,
             self.resolution
         );
@@ -492,6 +568,7 @@ mod tests {
             seed: 7,
             pairs_txt,
             batch: 4,
+            degrade: None,
         }
     }
 
@@ -641,5 +718,100 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("5-D") && err.contains("3-D"), "{err}");
+    }
+
+    /// Remembers every face it is given (its embedding is the colour one).
+    struct RecordingEmbedder {
+        inner: ColourEmbedder,
+        seen: std::cell::RefCell<Vec<Rgb8>>,
+    }
+
+    impl RecordingEmbedder {
+        fn new(side: usize) -> Self {
+            RecordingEmbedder {
+                inner: ColourEmbedder {
+                    side,
+                    calls: Cell::new(0),
+                },
+                seen: Default::default(),
+            }
+        }
+    }
+
+    impl FaceEmbedder for RecordingEmbedder {
+        fn name(&self) -> String {
+            "recording".into()
+        }
+        fn input_side(&self) -> usize {
+            self.inner.side
+        }
+        fn embed(&self, faces: &[Rgb8]) -> Result<Tensor> {
+            self.seen.borrow_mut().extend_from_slice(faces);
+            self.inner.embed(faces)
+        }
+    }
+
+    /// `--degrade`: the model's faces are degraded (not the clean area downsampling), the same
+    /// for a seed whatever the batch size, different for another seed; the cross-resolution
+    /// gallery stays clean; the report names the degradation.
+    #[test]
+    fn degraded_evaluation_is_seeded_per_image_and_leaves_the_gallery_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        colour_folder(dir.path(), &[3, 4, 2]);
+        let noisy = DegradeConfig {
+            resolution: 0, // replaced by the evaluation's
+            noise_prob: 1.0,
+            noise_sigma: (8.0, 8.0),
+            ..DegradeConfig::clean(0)
+        };
+        let run = |seed: u64, batch: usize, degrade: Option<DegradeConfig>| {
+            let model = RecordingEmbedder::new(6);
+            let gallery = RecordingEmbedder::new(12);
+            let o = EvalOptions {
+                seed,
+                batch,
+                degrade,
+                ..opts(None)
+            };
+            let e = evaluate(dir.path(), &model, Some(&gallery), &o, &mut |_, _| {}).unwrap();
+            (e, model.seen.take(), gallery.seen.take())
+        };
+        let (clean, clean_faces, clean_gallery) = run(7, 4, None);
+        let (e, faces, gallery) = run(7, 4, Some(noisy.clone()));
+        let (_, faces_b3, _) = run(7, 3, Some(noisy.clone()));
+        let (_, faces_s8, _) = run(8, 4, Some(noisy.clone()));
+        assert_eq!(faces.len(), 9);
+        assert!(faces.iter().all(|f| (f.width, f.height) == (6, 6)));
+        for (d, c) in faces.iter().zip(&clean_faces) {
+            assert_ne!(d.pixels, c.pixels, "a face was not degraded");
+        }
+        assert!(faces
+            .iter()
+            .zip(&faces_b3)
+            .all(|(a, b)| a.pixels == b.pixels));
+        assert!(faces
+            .iter()
+            .zip(&faces_s8)
+            .any(|(a, b)| a.pixels != b.pixels));
+        assert!(gallery
+            .iter()
+            .zip(&clean_gallery)
+            .all(|(a, b)| a.pixels == b.pixels));
+        let j = e.to_json();
+        assert_eq!(j["degradation"]["noise_prob"], 1.0);
+        assert_eq!(j["degradation"]["resample"], json!(["area"]));
+        assert!(clean.to_json()["degradation"].is_null());
+        assert!(e.to_text().contains("degraded (area; blur 0"));
+        // A bad recipe is refused.
+        let bad = DegradeConfig {
+            noise_prob: 2.0,
+            ..noisy
+        };
+        let model = RecordingEmbedder::new(6);
+        let o = EvalOptions {
+            degrade: Some(bad),
+            ..opts(None)
+        };
+        assert!(evaluate(dir.path(), &model, None, &o, &mut |_, _| {}).is_err());
     }
 }
