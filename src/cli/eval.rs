@@ -96,13 +96,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot_format(path)?;
     }
-    let model = load_embedder(&args.model)?;
-    let gallery = args
-        .gallery_model
-        .as_deref()
-        .map(load_embedder)
-        .transpose()?;
     let degrade = if args.degrade {
+        // (A zero --resolution is `evaluate`'s error to report.)
         Some(args.degrade_options.validated(args.resolution.max(1))?)
     } else if !args.degrade_options.is_default() {
         return Err(Error::InvalidArgument(
@@ -112,6 +107,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
+    let model = load_embedder(&args.model)?;
+    let gallery = args
+        .gallery_model
+        .as_deref()
+        .map(load_embedder)
+        .transpose()?;
     let opts = EvalOptions {
         resolution: args.resolution,
         seed: args.seed,
