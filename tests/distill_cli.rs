@@ -189,6 +189,111 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
         ]),
         "distill step2",
     );
+    // Consistent distillation on the same bridge: a labelled store of the training identities
+    // (the teacher's features of exactly the student's inputs) and a held-out store, then step 2
+    // on the low-resolution target alone with the held-out split measured every epoch.
+    let store = dir.join("store");
+    let heldout = dir.join("heldout");
+    for (path, split, count) in [(&store, "train", "640"), (&heldout, "heldout", "64")] {
+        let out = ok(
+            bridge(&[
+                "distill",
+                "label",
+                "--data",
+                train.to_str().unwrap(),
+                "--max-identities",
+                identities,
+                "--out",
+                path.to_str().unwrap(),
+                "--resolution",
+                "16",
+                "--count",
+                count,
+                "--split",
+                split,
+                "--shard-size",
+                "256",
+                "--mix-prob",
+                "0.2",
+                "--quiet",
+            ]),
+            "distill label",
+        );
+        assert!(out.contains(&format!("of {count} records")), "{out}");
+        assert!(path.join("shard-00000.safetensors").is_file());
+        assert!(path.join("hr-features.safetensors").is_file());
+    }
+    let consistent = dir.join("consistent.safetensors");
+    ok(
+        bridge(&[
+            "distill",
+            "step2",
+            "--bridge",
+            b.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--val-store",
+            heldout.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--lambda-lr",
+            "10",
+            "--lambda-mimic",
+            "0",
+            "--epochs",
+            "15",
+            "--batch",
+            "32",
+            "--out",
+            consistent.to_str().unwrap(),
+            "--quiet",
+        ]),
+        "distill step2 --store",
+    );
+    let csv = std::fs::read_to_string(dir.join("consistent.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for col in [
+        "faces_per_sec",
+        "train_cos",
+        "heldout_cos",
+        "heldout_verification",
+        "heldout_rank1",
+    ] {
+        assert!(header.split(',').any(|c| c == col), "{header}");
+    }
+    assert_eq!(csv.lines().count(), 16, "{csv}");
+    // The student fits its training targets better at the end than after the first epoch.
+    let col = |name: &str, line: &str| -> f64 {
+        let i = header.split(',').position(|c| c == name).unwrap();
+        line.split(',').nth(i).unwrap().parse().unwrap()
+    };
+    let (first, last) = (csv.lines().nth(1).unwrap(), csv.lines().last().unwrap());
+    assert!(
+        col("train_cos", last) > col("train_cos", first) + 0.05,
+        "train_cos {} → {}",
+        col("train_cos", first),
+        col("train_cos", last)
+    );
+    let info = ok(bridge(&["info", consistent.to_str().unwrap()]), "info");
+    assert!(
+        !info.contains("threshold: 0.5\n") && info.contains("threshold"),
+        "the threshold must be calibrated on the held-out split: {info}"
+    );
+    let (acc_c, r1_c) = eval(&consistent, &orl);
+    // A store of other data, and a held-out store given as the training store, are refused.
+    let refused = bridge(&[
+        "distill",
+        "step2",
+        "--bridge",
+        b.to_str().unwrap(),
+        "--store",
+        heldout.to_str().unwrap(),
+        "--out",
+        dir.join("y.safetensors").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("held-out store"));
+
     let random = dir.join("random.safetensors");
     ok(
         bridge(&[
@@ -215,6 +320,11 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
     assert!(
         r1_s > r1_r,
         "rank-1: distilled {r1_s:.3} vs random init {r1_r:.3}"
+    );
+    eprintln!("consistent (store, λ_lr only): {acc_c:.3} / rank-1 {r1_c:.3}");
+    assert!(
+        acc_c > acc_r + 0.03,
+        "verification: consistent {acc_c:.3} vs random init {acc_r:.3}"
     );
     assert!(
         (acc_s - acc_h).abs() < 0.03,
@@ -325,6 +435,8 @@ fn step2_rejects_bad_options_before_any_work() {
             ),
             (vec!["--jpeg-quality-min", "0"], "--jpeg-quality"),
             (vec!["--lambda-contrast=-1"], "λ"),
+            (vec!["--lambda-lr", "1"], "--lambda-lr"),
+            (vec!["--val-store", "v"], "--val-store"),
             (
                 vec!["--objective", "scratch", "--freeze-centres"],
                 "--freeze-centres",

@@ -248,6 +248,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.quiet,
         &train::Classification,
         backend,
+        None,
     )
     .map(|_| ())
 }
@@ -296,6 +297,7 @@ pub(super) fn run_to_file(
     quiet: bool,
     objective: &dyn train::Objective,
     backend: Backend,
+    epoch_hook: Option<train::EpochHook>,
 ) -> Result<bool> {
     let ckpt = with_suffix(out, ".ckpt");
     let csv = with_suffix(out, ".csv");
@@ -322,15 +324,21 @@ pub(super) fn run_to_file(
         max_steps: None,
         workers: threads,
         backend,
+        epoch_hook,
     };
     let (outcome, epochs) = train::run_objective(k, cfg, state, source, &opts, objective)?;
     for e in &epochs {
+        let extra: String = e
+            .extra
+            .iter()
+            .map(|(name, v)| format!(", {name} {v:.4}"))
+            .collect();
         eprintln!(
-            "epoch {}: loss {:.4}, accuracy {:.3}, {:.0} faces/s",
+            "epoch {}: loss {:.4}, accuracy {:.3}, {:.0} faces/s{extra}",
             e.epoch + 1,
             e.loss,
             e.accuracy,
-            e.faces_per_s
+            e.faces_per_sec
         );
     }
     match outcome {

@@ -6,6 +6,7 @@ use super::augment::{augment, black_frame, AugmentConfig};
 use super::degrade::{degrade_to_lr, DegradeConfig};
 use super::folder::ImageFolder;
 use super::image::{load_rgb8, to_input, Rgb8};
+use super::store::LabelStore;
 use super::views::ViewSet;
 use crate::error::{Error, Result};
 use crate::model::student::Normalization;
@@ -24,6 +25,10 @@ pub enum Source {
     Memory(Vec<(Rgb8, usize)>),
     /// The fixed views of a distillation run; sample `j` is view `j`.
     Views(ViewSet),
+    /// Labelled low-resolution inputs (consistent distillation); sample `j` is record `j`,
+    /// already augmented and degraded when it was labelled, so the loader only normalises it:
+    /// the student sees exactly the pixels the teacher's feature was computed from.
+    Store(LabelStore),
 }
 
 impl Source {
@@ -32,6 +37,7 @@ impl Source {
             Source::Folder(f) => f.samples.len(),
             Source::Memory(v) => v.len(),
             Source::Views(v) => v.len(),
+            Source::Store(s) => s.len(),
         }
     }
 
@@ -45,6 +51,7 @@ impl Source {
             Source::Folder(f) => f.identities.len(),
             Source::Memory(v) => v.iter().map(|(_, l)| l + 1).max().unwrap_or(0),
             Source::Views(v) => v.classes(),
+            Source::Store(s) => s.classes().unwrap_or(0),
         }
     }
 
@@ -56,6 +63,7 @@ impl Source {
             }
             Source::Memory(v) => Ok(v[i].clone()),
             Source::Views(v) => Ok((v.view(i), v.label(i))),
+            Source::Store(s) => Ok((s.input(i)?, s.label(i)?)),
         }
     }
 }
@@ -124,6 +132,20 @@ fn prepare(
     idx: usize,
 ) -> Result<(Tensor, usize)> {
     let (img, label) = source.get(idx)?;
+    if let Source::Store(store) = source {
+        if store.resolution() != cfg.degrade.resolution {
+            return Err(Error::InvalidArgument(format!(
+                "the store at {} holds {}px inputs but the student takes {}px",
+                store.dir().display(),
+                store.resolution(),
+                cfg.degrade.resolution
+            )));
+        }
+        return Ok((
+            to_input(&img, store.resolution(), &cfg.normalization)?,
+            label,
+        ));
+    }
     let mut rng = sample_rng(cfg.seed, epoch, pos);
     let mut aug = augment(&img, &cfg.augment, &mut rng);
     if cfg.black_frame > 0.0 && rng.uniform() < cfg.black_frame {

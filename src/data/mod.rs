@@ -8,5 +8,6 @@ pub mod folder;
 pub mod image;
 pub mod loader;
 pub mod resample;
+pub mod store;
 pub mod synthetic;
 pub mod views;

@@ -81,6 +81,28 @@ impl FaceSet {
         d[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Which identities a validation split holds out: in each root, the identities at
+    /// positions `every − 1, 2·every − 1, …` of its name order that have at least two images
+    /// (one photo per person cannot be verified). `every = 0` holds out none. Returns one flag
+    /// per identity.
+    pub fn held_out(&self, every: usize) -> Vec<bool> {
+        let mut images = vec![0usize; self.identities.len()];
+        for &l in &self.labels {
+            images[l] += 1;
+        }
+        let root_of = |id: &str| id.split('/').next().unwrap_or("").to_string();
+        let mut out = vec![false; self.identities.len()];
+        let mut position = 0usize;
+        for (i, id) in self.identities.iter().enumerate() {
+            if i > 0 && root_of(id) != root_of(&self.identities[i - 1]) {
+                position = 0;
+            }
+            out[i] = every > 0 && position % every == every - 1 && images[i] >= 2;
+            position += 1;
+        }
+        out
+    }
+
     /// Decodes every image, resized (area) to `side × side` where it is not already.
     /// `progress(done)` is called after each image.
     pub fn load_images(&self, side: usize, progress: &mut dyn FnMut(usize)) -> Result<Vec<Rgb8>> {
@@ -358,6 +380,8 @@ mod tests {
         assert_eq!(set.identities.len(), 5);
         assert_eq!(set.identities[3], "b/p0");
         assert_eq!(set.labels, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+        assert_eq!(set.held_out(2), [false, true, false, false, true]);
+        assert_eq!(set.held_out(0), [false; 5]);
         let limited = FaceSet::open(&[dir.join("a"), dir.join("b")], Some(1)).unwrap();
         assert_eq!(limited.labels, [0, 0, 1, 1]);
         assert_ne!(set.fingerprint(), limited.fingerprint());

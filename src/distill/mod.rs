@@ -3,21 +3,25 @@
 //! classifying identities. It composes data, model, autograd and train; no kernels, no CLI.
 
 pub mod head;
+pub mod label;
 pub mod step1;
 pub mod step2;
 
 use crate::assets::sha256_file;
 use crate::cpu::Kernels;
 use crate::data::augment::AugmentConfig;
+use crate::data::store::LabelStore;
 use crate::data::views::{FaceSet, LrViews, ViewSet, ViewSource};
 use crate::error::{Error, Result};
 use crate::model::teacher::{Teacher, TEACHER_RESOLUTION};
 use crate::tensor::Tensor;
 use crate::weights::WeightFile;
 use head::BridgeHead;
+use label::{LabelConfig, LabelReport};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use step1::HeadConfig;
+use step2::TargetRows;
 
 /// A progress bar with throughput and ETA (hidden when `show` is false).
 pub fn progress_bar(len: u64, what: &str, unit: &str, show: bool) -> indicatif::ProgressBar {
@@ -352,5 +356,262 @@ impl Bridge {
                 Ok((a, Some(c)))
             }
         }
+    }
+}
+
+/// Which identities a store's records come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Every identity the validation rule does not hold out.
+    Train,
+    /// Only the held-out identities (the validation set).
+    HeldOut,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::HeldOut => "heldout",
+        }
+    }
+}
+
+/// Everything a labelling run needs.
+pub struct LabelOptions {
+    pub data: Vec<PathBuf>,
+    /// At most this many identities of each data set (small runs), as step 1 was given.
+    pub max_identities: Option<usize>,
+    /// The validation rule: `FaceSet::held_out(holdout_every)`.
+    pub holdout_every: usize,
+    pub split: Split,
+    pub count: usize,
+    pub config: LabelConfig,
+    pub threads: usize,
+    pub progress: bool,
+    /// The teacher file (its sha256 goes into the store's identity).
+    pub teacher_path: PathBuf,
+}
+
+/// The file of the teacher's features of every untouched image beside a store's shards.
+pub fn hr_features_path(store: &Path) -> PathBuf {
+    store.join("hr-features.safetensors")
+}
+
+/// The images of `set` that `split` takes under the rule `holdout_every`.
+pub fn split_images(set: &FaceSet, holdout_every: usize, split: Split) -> Vec<usize> {
+    let held = set.held_out(holdout_every);
+    (0..set.len())
+        .filter(|&i| held[set.labels[i]] == (split == Split::HeldOut))
+        .collect()
+}
+
+/// Labels a store at `dir`: the teacher's features of every untouched image (the
+/// high-resolution targets, `hr-features.safetensors`), then `count` records of the split.
+/// Both resume where a killed run stopped.
+pub fn run_label(
+    k: &Kernels,
+    teacher: &Teacher,
+    opts: &LabelOptions,
+    dir: &Path,
+) -> Result<LabelReport> {
+    opts.config.validate()?;
+    let set = FaceSet::open(&opts.data, opts.max_identities)?;
+    let pool = split_images(&set, opts.holdout_every, opts.split);
+    if pool.is_empty() {
+        return Err(Error::EmptyInput(format!(
+            "the {} split of {} images holds none (holdout rule: every {}th identity with 2+ images)",
+            opts.split.name(),
+            set.len(),
+            opts.holdout_every
+        )));
+    }
+    let sha = sha256_file(&opts.teacher_path)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let images = ViewSet::new(
+        {
+            let bar = progress_bar(set.len() as u64, "decoding", "images", opts.progress);
+            let imgs = set.load_images(TEACHER_RESOLUTION, &mut |i| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            imgs
+        },
+        set.labels.clone(),
+        1,
+        AugmentConfig::none(),
+        0,
+    )?;
+    let hr_identity = view_identity(&set, 1, 0, &AugmentConfig::none(), &sha);
+    let hr = step1::teacher_features(
+        k,
+        teacher,
+        &images,
+        &hr_features_path(dir),
+        &hr_identity,
+        opts.threads,
+        opts.progress,
+    )?;
+    drop(hr);
+    let mut identity = opts.config.identity();
+    identity.insert("data_fingerprint".into(), set.fingerprint());
+    identity.insert("teacher_sha256".into(), sha);
+    identity.insert("holdout_every".into(), opts.holdout_every.to_string());
+    identity.insert("split".into(), opts.split.name().into());
+    if let Some(m) = opts.max_identities {
+        identity.insert("max_identities".into(), m.to_string());
+    }
+    identity.insert("images".into(), set.len().to_string());
+    identity.insert("identities".into(), set.identities.len().to_string());
+    let roots: Vec<String> = opts.data.iter().map(|p| p.display().to_string()).collect();
+    identity.insert(
+        "data".into(),
+        serde_json::to_string(&roots).unwrap_or_default(),
+    );
+    label::label_store(
+        k,
+        teacher,
+        &images.images,
+        &set.labels,
+        &pool,
+        &opts.config,
+        opts.count,
+        dir,
+        &identity,
+        opts.threads,
+        opts.progress,
+    )
+}
+
+/// What step 2 reads from a labelled store: its records (memory-mapped), the teacher's
+/// features of the untouched images, and which target space to mimic in.
+pub struct StoreSource {
+    pub store: LabelStore,
+    /// Raw unit teacher features of every image of the set, `[images, 128]`.
+    pub hr_raw: Vec<f32>,
+    pub identities: usize,
+}
+
+impl StoreSource {
+    /// Opens the store at `dir` and its high-resolution features, checking that they belong
+    /// together.
+    pub fn open(dir: &Path) -> Result<StoreSource> {
+        let store = LabelStore::open(dir)?;
+        let id = store.identity();
+        let num = |key: &str| -> Result<usize> {
+            id.get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Metadata {
+                    key: key.into(),
+                    reason: format!("missing or not a count in the store at {}", dir.display()),
+                })
+        };
+        let (images, identities) = (num("images")?, num("identities")?);
+        let hr_path = hr_features_path(dir);
+        let hr = WeightFile::open(&hr_path)?;
+        for key in ["data_fingerprint", "teacher_sha256"] {
+            if hr.metadata().get(key) != id.get(key) {
+                return Err(Error::Metadata {
+                    key: key.into(),
+                    reason: format!(
+                        "{} does not belong to the store's shards",
+                        hr_path.display()
+                    ),
+                });
+            }
+        }
+        let d = crate::model::teacher::TEACHER_EMBEDDING;
+        let done: usize = hr.meta("done")?.parse().unwrap_or(0);
+        let e = hr.entry(step1::RAW)?;
+        if e.shape != [images, d] || done != images {
+            return Err(Error::TensorShape {
+                name: format!("{} (complete: {done} of {images})", step1::RAW),
+                expected: vec![images, d],
+                found: e.shape.clone(),
+            });
+        }
+        let hr_raw = hr.view_f32(step1::RAW)?.into_owned();
+        for k in 0..store.len() {
+            let (l, i) = (store.label(k)?, store.image(k)?);
+            if l >= identities || i >= images {
+                return Err(Error::Shape(format!(
+                    "record {k} names identity {l} and image {i}; the store's set has {identities} and {images}"
+                )));
+            }
+        }
+        Ok(StoreSource {
+            store,
+            hr_raw,
+            identities,
+        })
+    }
+
+    /// The data fingerprint the records' labels refer to.
+    pub fn data_fingerprint(&self) -> Option<&str> {
+        self.store
+            .identity()
+            .get("data_fingerprint")
+            .map(String::as_str)
+    }
+
+    /// Each record's identity label.
+    pub fn labels(&self) -> Result<Vec<usize>> {
+        (0..self.store.len()).map(|k| self.store.label(k)).collect()
+    }
+}
+
+/// Unit rows through the bridge head when there is one, unchanged otherwise.
+fn into_space(k: &Kernels, head: Option<&BridgeHead>, raw: Vec<f32>) -> Result<Vec<f32>> {
+    match head {
+        None => Ok(raw),
+        Some(h) => {
+            let n = raw.len() / crate::model::teacher::TEACHER_EMBEDDING;
+            let t = Tensor::new(&[n, crate::model::teacher::TEACHER_EMBEDDING], raw)?;
+            Ok(h.forward(k, &t)?.data().to_vec())
+        }
+    }
+}
+
+/// The low-resolution targets of a store's records: the teacher's feature of each record's
+/// exact input, through the bridge head (objective `bridge`) or raw (`direct`), computed per
+/// batch from the memory-mapped store.
+pub struct StoreTargets<'a> {
+    pub store: &'a LabelStore,
+    pub head: Option<&'a BridgeHead>,
+    pub kernels: &'a Kernels,
+}
+
+impl TargetRows for StoreTargets<'_> {
+    fn gather(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let mut raw = Vec::with_capacity(indices.len() * crate::model::teacher::TEACHER_EMBEDDING);
+        for &i in indices {
+            self.store.feature_into(i, &mut raw)?;
+        }
+        into_space(self.kernels, self.head, raw)
+    }
+}
+
+/// The high-resolution targets of a store's records: the (adapted or raw) teacher feature of
+/// the untouched image each record was made from.
+pub struct ImageTargets<'a> {
+    pub store: &'a LabelStore,
+    /// `[images, 128]` unit rows in the target space.
+    pub rows: Vec<f32>,
+}
+
+impl<'a> ImageTargets<'a> {
+    pub fn new(k: &Kernels, src: &'a StoreSource, head: Option<&BridgeHead>) -> Result<Self> {
+        Ok(ImageTargets {
+            store: &src.store,
+            rows: into_space(k, head, src.hr_raw.clone())?,
+        })
+    }
+}
+
+impl TargetRows for ImageTargets<'_> {
+    fn gather(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let images = indices
+            .iter()
+            .map(|&i| self.store.image(i))
+            .collect::<Result<Vec<_>>>()?;
+        step2::Rows(&self.rows).gather(&images)
     }
 }

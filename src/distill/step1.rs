@@ -65,7 +65,8 @@ impl Default for HeadConfig {
     }
 }
 
-fn teacher_input(view: &Rgb8) -> Result<Tensor> {
+/// The teacher's input tensor of a 112×112 chip (raw 0..255 values, as SFace takes them).
+pub(crate) fn teacher_input(view: &Rgb8) -> Result<Tensor> {
     let raw = Normalization {
         mean: [0.0; 3],
         std: [1.0; 3],

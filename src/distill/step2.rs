@@ -1,6 +1,7 @@
 //! Step 2, resolution-adapted distillation: the multi-task objective on the student's unit
-//! embeddings of degraded views (λ₁ feature mimic of the cached targets, λ₂ identity
-//! classification, λ₃ relation, λ₄ contrastive), and the starting state for each target kind.
+//! embeddings of degraded views (λ₁ feature mimic of the high-resolution targets, λ_lr mimic of
+//! the teacher's feature of exactly the student's input, λ₂ identity classification, λ₃
+//! relation, λ₄ contrastive), and the starting state for each target kind.
 //! The epoch loop itself is `train::run_objective`; this module holds no loop and reads no files.
 
 use crate::autograd::loss::{contrastive_distillation, cosine_regression, relation_distillation};
@@ -8,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::student::EMBEDDING_SIZE;
 use crate::tensor::Tensor;
 use crate::train::{Objective, TrainConfig, TrainState};
+use std::sync::Mutex;
 
 /// What the student imitates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,10 @@ pub struct Lambdas {
     /// batch's (InfoNCE at scale `contrast_scale`).
     pub contrast: f32,
     pub contrast_scale: f32,
+    /// Consistent mimic: 1 − cosine to the teacher's feature of exactly the student's input
+    /// (needs low-resolution targets). When it is on, the relation and contrastive terms use
+    /// those targets too, since every one of them is learnable from the input.
+    pub lr: f32,
 }
 
 impl Default for Lambdas {
@@ -53,16 +59,80 @@ impl Default for Lambdas {
             relation: 0.0,
             contrast: 1.0,
             contrast_scale: 16.0,
+            lr: 0.0,
         }
     }
 }
 
-/// The multi-task objective over targets `[samples, 128]` (unit rows, one per view) and the
-/// samples' identity labels (the contrastive term keeps views of one person from competing).
+/// Unit target rows looked up by sample index.
+pub trait TargetRows: Sync {
+    /// The rows of `indices`, `[indices.len(), 128]` row-major.
+    fn gather(&self, indices: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// Targets held in one `[samples, 128]` slice (a memory-mapped cache, or rows in memory).
+pub struct Rows<'a>(pub &'a [f32]);
+
+impl TargetRows for Rows<'_> {
+    fn gather(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let d = EMBEDDING_SIZE;
+        let rows = self.0.len() / d;
+        let mut t = Vec::with_capacity(indices.len() * d);
+        for &i in indices {
+            if i >= rows {
+                return Err(Error::Shape(format!(
+                    "sample {i} has no target (the cache holds {rows})"
+                )));
+            }
+            t.extend_from_slice(&self.0[i * d..(i + 1) * d]);
+        }
+        Ok(t)
+    }
+}
+
+/// The mean cosine of the student to its main target over the steps since it was last read:
+/// how well the student fits its training inputs, logged per epoch.
+#[derive(Debug, Default)]
+pub struct FitMeter(Mutex<(f64, usize)>);
+
+impl FitMeter {
+    fn add(&self, emb: &[f32], targets: &[f32]) {
+        let d = EMBEDDING_SIZE;
+        let sum: f64 = emb
+            .chunks(d)
+            .zip(targets.chunks(d))
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum::<f64>())
+            .sum();
+        if let Ok(mut m) = self.0.lock() {
+            m.0 += sum;
+            m.1 += emb.len() / d;
+        }
+    }
+
+    /// The mean since the last call (NaN when nothing was added), and a fresh start.
+    pub fn take(&self) -> f64 {
+        match self.0.lock() {
+            Ok(mut m) => {
+                let mean = if m.1 == 0 { f64::NAN } else { m.0 / m.1 as f64 };
+                *m = (0.0, 0);
+                mean
+            }
+            Err(_) => f64::NAN,
+        }
+    }
+}
+
+/// The multi-task objective over high-resolution targets (unit rows by sample, one per view),
+/// optional low-resolution targets (the teacher's feature of each sample's exact input), and
+/// the samples' identity labels (the contrastive term keeps one person's samples from
+/// competing).
 pub struct Multitask<'a> {
-    pub targets: &'a [f32],
+    pub targets: &'a dyn TargetRows,
+    pub lr_targets: Option<&'a dyn TargetRows>,
     pub labels: &'a [usize],
     pub lambdas: Lambdas,
+    /// Where the fit to the main target is measured, if anywhere.
+    pub fit: Option<&'a FitMeter>,
 }
 
 impl Objective for Multitask<'_> {
@@ -74,18 +144,35 @@ impl Objective for Multitask<'_> {
         let d = EMBEDDING_SIZE;
         let n = indices.len();
         let l = self.lambdas;
-        if l.mimic == 0.0 && l.relation == 0.0 && l.contrast == 0.0 {
+        if l.mimic == 0.0 && l.relation == 0.0 && l.contrast == 0.0 && l.lr == 0.0 {
             return Ok(0.0);
         }
-        let rows = self.targets.len() / d;
-        let mut t = Vec::with_capacity(n * d);
-        for &i in indices {
-            if i >= rows {
-                return Err(Error::Shape(format!(
-                    "sample {i} has no target (the cache holds {rows})"
-                )));
-            }
-            t.extend_from_slice(&self.targets[i * d..(i + 1) * d]);
+        if l.lr != 0.0 && self.lr_targets.is_none() {
+            return Err(Error::InvalidArgument(
+                "the low-resolution mimic weight is set but there are no low-resolution targets \
+                 (label a store and train on it)"
+                    .into(),
+            ));
+        }
+        let hr = if l.mimic != 0.0 || l.lr == 0.0 {
+            self.targets.gather(indices)?
+        } else {
+            Vec::new()
+        };
+        let lr_rows = match (self.lr_targets, l.lr != 0.0) {
+            (Some(t), true) => t.gather(indices)?,
+            _ => Vec::new(),
+        };
+        // The main target: the learnable one when there is one.
+        let t = if lr_rows.is_empty() { &hr } else { &lr_rows };
+        if t.len() != n * d {
+            return Err(Error::Shape(format!(
+                "{} target values for {n} samples",
+                t.len()
+            )));
+        }
+        if let Some(fit) = self.fit {
+            fit.add(emb, t);
         }
         let labels = if l.contrast != 0.0 {
             indices
@@ -105,20 +192,26 @@ impl Objective for Multitask<'_> {
         let mut g = vec![0.0f32; n * d];
         let mut loss = 0.0;
         if l.mimic != 0.0 {
-            loss += l.mimic * cosine_regression(emb, &t, n, d, &mut g)?;
+            loss += l.mimic * cosine_regression(emb, &hr, n, d, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
                 *o += l.mimic * v;
             }
         }
+        if l.lr != 0.0 {
+            loss += l.lr * cosine_regression(emb, &lr_rows, n, d, &mut g)?;
+            for (o, v) in demb.iter_mut().zip(&g) {
+                *o += l.lr * v;
+            }
+        }
         if l.relation != 0.0 {
-            loss += l.relation * relation_distillation(emb, &t, n, d, &mut g)?;
+            loss += l.relation * relation_distillation(emb, t, n, d, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
                 *o += l.relation * v;
             }
         }
         if l.contrast != 0.0 {
             let scale = f64::from(l.contrast_scale);
-            loss += l.contrast * contrastive_distillation(emb, &t, &labels, n, d, scale, &mut g)?;
+            loss += l.contrast * contrastive_distillation(emb, t, &labels, n, d, scale, &mut g)?;
             for (o, v) in demb.iter_mut().zip(&g) {
                 *o += l.contrast * v;
             }
@@ -190,8 +283,10 @@ mod tests {
             .flat_map(|&i| targets[i * d..(i + 1) * d].to_vec())
             .collect();
         let labels = [0usize, 1, 2, 3, 4];
+        let rows = Rows(&targets);
         let obj = Multitask {
-            targets: &targets,
+            targets: &rows,
+            lr_targets: None,
             labels: &labels,
             lambdas: Lambdas {
                 mimic: 2.0,
@@ -199,7 +294,9 @@ mod tests {
                 relation: 3.0,
                 contrast: 0.25,
                 contrast_scale: 8.0,
+                lr: 0.0,
             },
+            fit: None,
         };
         let mut g = vec![0.0; 2 * d];
         let loss = obj.embedding_loss(&emb, &idx, &mut g).unwrap();
@@ -215,7 +312,6 @@ mod tests {
         assert_eq!(obj.class_weight(), 0.5);
         assert!(obj.embedding_loss(&emb, &[5, 0], &mut g).is_err());
         let few = Multitask {
-            targets: &targets,
             labels: &labels[..2],
             ..obj
         };
@@ -224,7 +320,8 @@ mod tests {
             "sample 3 has no label"
         );
         let off = Multitask {
-            targets: &targets,
+            targets: &rows,
+            lr_targets: None,
             labels: &labels,
             lambdas: Lambdas {
                 mimic: 0.0,
@@ -232,11 +329,74 @@ mod tests {
                 relation: 0.0,
                 contrast: 0.0,
                 contrast_scale: 16.0,
+                lr: 0.0,
             },
+            fit: None,
         };
         let mut z = vec![0.0; 2 * d];
         assert_eq!(off.embedding_loss(&emb, &idx, &mut z).unwrap(), 0.0);
         assert!(z.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn the_low_resolution_term_mimics_its_own_targets_and_leads_contrast_and_fit() {
+        let d = EMBEDDING_SIZE;
+        let mut rng = Rng::new(2);
+        let unit = |v: Vec<f32>| -> Vec<f32> {
+            v.chunks(d)
+                .flat_map(|r| {
+                    let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    r.iter().map(move |x| x / n).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let hr = unit((0..4 * d).map(|_| rng.normal()).collect());
+        let lr = unit((0..4 * d).map(|_| rng.normal()).collect());
+        let emb = unit((0..2 * d).map(|_| rng.normal()).collect());
+        let idx = [2usize, 0];
+        let pick = |t: &[f32]| -> Vec<f32> {
+            idx.iter()
+                .flat_map(|&i| t[i * d..(i + 1) * d].to_vec())
+                .collect()
+        };
+        let (hr_rows, lr_rows) = (Rows(&hr), Rows(&lr));
+        let labels = [0usize, 1, 2, 3];
+        let fit = FitMeter::default();
+        let obj = Multitask {
+            targets: &hr_rows,
+            lr_targets: Some(&lr_rows),
+            labels: &labels,
+            lambdas: Lambdas {
+                mimic: 1.5,
+                class: 0.0,
+                relation: 0.0,
+                contrast: 0.5,
+                contrast_scale: 8.0,
+                lr: 4.0,
+            },
+            fit: Some(&fit),
+        };
+        let mut g = vec![0.0; 2 * d];
+        let loss = obj.embedding_loss(&emb, &idx, &mut g).unwrap();
+        let (mut g1, mut g2, mut g4) = (vec![0.0; 2 * d], vec![0.0; 2 * d], vec![0.0; 2 * d]);
+        let l1 = cosine_regression(&emb, &pick(&hr), 2, d, &mut g1).unwrap();
+        let l2 = cosine_regression(&emb, &pick(&lr), 2, d, &mut g2).unwrap();
+        let l4 = contrastive_distillation(&emb, &pick(&lr), &[2, 0], 2, d, 8.0, &mut g4).unwrap();
+        assert!((loss - (1.5 * l1 + 4.0 * l2 + 0.5 * l4)).abs() < 1e-5);
+        for i in 0..2 * d {
+            assert!((g[i] - (1.5 * g1[i] + 4.0 * g2[i] + 0.5 * g4[i])).abs() < 1e-6);
+        }
+        // The fit is the mean cosine to the low-resolution targets: 1 − the mean mimic loss.
+        assert!((fit.take() - (1.0 - f64::from(l2))).abs() < 1e-5);
+        assert!(fit.take().is_nan(), "taking the fit starts a new mean");
+        let missing = Multitask {
+            lr_targets: None,
+            ..obj
+        };
+        assert!(
+            missing.embedding_loss(&emb, &idx, &mut g).is_err(),
+            "λ_lr without low-resolution targets"
+        );
     }
 
     #[test]

@@ -496,6 +496,59 @@ impl Evaluation {
     }
 }
 
+/// Verification and identification of faces already in memory (a validation split during
+/// training), with the same protocols as `evaluate`: faces area-downsampled to `resolution`
+/// (then to the model's side), generated pairs seeded by `seed`, the first image of each
+/// identity as the gallery. Also returns the threshold that accepts at most 1% of the
+/// impostor pairs (the calibrated threshold of a shipped model).
+pub fn evaluate_faces(
+    faces: &[Rgb8],
+    labels: &[usize],
+    model: &dyn FaceEmbedder,
+    resolution: usize,
+    seed: u64,
+) -> Result<(Verification, Identification, f32)> {
+    if faces.len() != labels.len() || faces.is_empty() {
+        return Err(Error::Shape(format!(
+            "{} faces with {} labels",
+            faces.len(),
+            labels.len()
+        )));
+    }
+    let side = model.input_side();
+    let mut rows = Vec::new();
+    let mut dim = 0;
+    for chunk in faces.chunks(256) {
+        let small = chunk
+            .iter()
+            .map(|f| degrade_to_resolution(f, resolution, side))
+            .collect::<Result<Vec<_>>>()?;
+        let e = model.embed(&small)?;
+        let [_, d] = e.dims2("embeddings")?;
+        dim = d;
+        for row in e.data().chunks(d) {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let inv = if n > 0.0 && n.is_finite() {
+                1.0 / n
+            } else {
+                0.0
+            };
+            rows.extend(row.iter().map(|v| v * inv));
+        }
+    }
+    let emb = Embeddings { dim, rows };
+    let mut rng = Rng::new(seed);
+    let pairs = protocol::generated_pairs(labels, FOLDS, &mut rng)?;
+    let verification = verify(&pairs, &emb, &emb)?;
+    let scores: Vec<f32> = pairs.iter().map(|p| emb.dot(p.a, &emb, p.b)).collect();
+    let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
+    let threshold = metrics::tar_at_far(&scores, &same, 1e-2)?.threshold;
+    let (gallery, probes) = protocol::gallery_and_probes(labels)?;
+    let truth: Vec<usize> = probes.iter().map(|&p| labels[p]).collect();
+    let identification = identify(&emb, &gallery, &emb, &probes, &truth)?;
+    Ok((verification, identification, threshold))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

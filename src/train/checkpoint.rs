@@ -89,22 +89,32 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
     })
 }
 
-/// Adds one epoch's line to the CSV log (header first if new), rewriting it atomically.
+/// Adds one epoch's line to the CSV log (header first if new: the fixed columns, then the
+/// names of the summary's extra values), rewriting it atomically.
 pub fn append_csv(path: &Path, s: &EpochSummary) -> Result<()> {
     let mut text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "epoch,loss,accuracy,lr,faces_per_s\n".to_string()
+            let mut header = "epoch,loss,accuracy,lr,faces_per_sec".to_string();
+            for (name, _) in &s.extra {
+                header.push(',');
+                header.push_str(name);
+            }
+            header + "\n"
         }
         Err(e) => return Err(Error::io(path, e)),
     };
     text.push_str(&format!(
-        "{},{:.6},{:.6},{:.6e},{:.1}\n",
+        "{},{:.6},{:.6},{:.6e},{:.1}",
         s.epoch + 1,
         s.loss,
         s.accuracy,
         s.lr,
-        s.faces_per_s
+        s.faces_per_sec
     ));
+    for (_, v) in &s.extra {
+        text.push_str(&format!(",{v:.6}"));
+    }
+    text.push('\n');
     weights::write_atomic(path, text.as_bytes())
 }

@@ -417,7 +417,13 @@ pub struct RunOptions {
     pub workers: usize,
     /// Where the network's forward and backward run.
     pub backend: Backend,
+    /// Called at the end of every epoch with the state after its last step; the named values
+    /// it returns (held-out metrics, say) are added to the epoch's summary and CSV line.
+    pub epoch_hook: Option<EpochHook>,
 }
+
+/// Measures a model at the end of an epoch: named values for the log.
+pub type EpochHook = Arc<dyn Fn(&TrainState) -> Result<Vec<(String, f64)>> + Send + Sync>;
 
 /// Where a step's network arithmetic runs. The loss, optimiser and data stay on the CPU either
 /// way (they are a small share of the work).
@@ -484,13 +490,15 @@ pub enum RunOutcome {
 }
 
 /// One finished epoch.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EpochSummary {
     pub epoch: usize,
     pub loss: f64,
     pub accuracy: f64,
     pub lr: f32,
-    pub faces_per_s: f64,
+    pub faces_per_sec: f64,
+    /// What the run's epoch hook measured, in its order.
+    pub extra: Vec<(String, f64)>,
 }
 
 /// Runs (or continues) training until `cfg.epochs` are done or it is stopped; returns how it
@@ -598,13 +606,18 @@ pub fn run_objective(
                 loss: state.epoch_loss / state.epoch_seen.max(1) as f64,
                 accuracy: state.epoch_correct as f64 / state.epoch_seen.max(1) as f64,
                 lr,
-                faces_per_s: fps,
+                faces_per_sec: fps,
+                extra: Vec::new(),
             };
             state.epoch += 1;
             state.batch_index = 0;
             state.epoch_loss = 0.0;
             state.epoch_correct = 0;
             state.epoch_seen = 0;
+            let mut summary = summary;
+            if let Some(hook) = &opts.epoch_hook {
+                summary.extra = hook(state)?;
+            }
             if let Some(csv) = &opts.log_csv {
                 checkpoint::append_csv(csv, &summary)?;
             }

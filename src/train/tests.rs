@@ -97,6 +97,7 @@ fn options(dir: &std::path::Path, max_steps: Option<u64>) -> RunOptions {
         max_steps,
         workers: 2,
         backend: super::Backend::Cpu,
+        epoch_hook: None,
     }
 }
 
@@ -112,7 +113,7 @@ fn student_learns_eight_synthetic_classes() {
     let (outcome, epochs) = run(k, &cfg, &mut state, source, &options(dir.path(), None)).unwrap();
     assert_eq!(outcome, RunOutcome::Finished);
     assert_eq!(epochs.len(), 6);
-    let (first, last) = (epochs[0], epochs[epochs.len() - 1]);
+    let (first, last) = (&epochs[0], &epochs[epochs.len() - 1]);
     assert!(
         last.loss <= 0.5 * first.loss,
         "loss fell only from {} to {}",
