@@ -1,7 +1,7 @@
 //! Criterion benches for each packed kernel at the student's 16×16 shapes (one chunk of
 //! faces, as `StudentNet::forward` runs them) and for the whole student, per available ISA.
 use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
-use bridgeface::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Isa, Kernels};
+use bridgeface::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels};
 use bridgeface::model::student::{StudentInfo, StudentParams, FACES_PER_CHUNK};
 use bridgeface::Tensor;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -9,10 +9,7 @@
 use super::device::CudaDevice;
 use super::driver_err;
 use crate::error::{Error, Result};
-use cudarc::driver::{
-    sys, CudaEvent, CudaGraph, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
-};
+use cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream, PinnedHostSlice};
 use half::f16;
 use std::collections::HashMap;
 use std::sync::Arc;

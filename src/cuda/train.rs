@@ -10,17 +10,19 @@
 use super::device::CudaDevice;
 use super::driver_err;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::CudaSlice;
 use std::sync::Arc;
 
 use super::buffer::{DevBuf, Precision};
+use super::launch::conv3x3::conv3x3;
+use super::launch::depthwise::depthwise3x3;
+use super::launch::pointwise::pointwise;
 pub use super::launch::train::{
     add_inplace, bn_prelu_backward, bn_prelu_forward, bn_stats, conv3x3_backward_weight,
     depthwise_backward_data, gdc_backward, gdc_forward, linear_backward_data,
     linear_backward_weight, linear_forward, pointwise_backward_weight,
 };
-use super::launch::train::{f32_of, f32_of_mut, flat_cfg, rows_cfg, TR_THREADS};
-use super::launch::{dim, need, NULL_PTR};
+use super::launch::train::{f32_of, f32_of_mut};
 pub use super::layers::{BnStats, TrainBlock, TrainConv, TrainLayers};
 
 /// A conv unit resident on the device, with the activations of the last forward pass.

@@ -1,15 +1,12 @@
 //! The launcher of `kernels/conv3x3.cu`: the stem's direct 3×3 conv with bias and PReLU.
 //! Must not keep state between launches.
 
-use crate::cuda::buffer::{DevBuf, Precision};
+use crate::cuda::buffer::DevBuf;
 use crate::cuda::device::CudaDevice;
 use crate::cuda::driver_err;
-use crate::cuda::gemm::Gemm;
-use crate::cuda::launch::{
-    dim, need, push, push_mut, push_opt, same_precision, thread_cfg, NULL_PTR,
-};
+use crate::cuda::launch::{dim, need, push, push_mut, push_opt, same_precision, thread_cfg};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
 /// Direct 3×3 conv, pad 1, any stride, then bias and optional PReLU: matches
 /// `cpu::scalar::conv2d` (groups 1) followed by `cpu::scalar::prelu`.

@@ -1,13 +1,10 @@
 //! The launchers of `kernels/depthwise.cu`: depthwise 3×3 with bias and PReLU, and the choice
 //! between its two kernels (`Depthwise`). Must not keep state between launches.
 
-use crate::cuda::buffer::{DevBuf, Precision};
+use crate::cuda::buffer::DevBuf;
 use crate::cuda::device::CudaDevice;
 use crate::cuda::driver_err;
-use crate::cuda::gemm::Gemm;
-use crate::cuda::launch::{
-    dim, need, push, push_mut, push_opt, same_precision, thread_cfg, NULL_PTR,
-};
+use crate::cuda::launch::{dim, need, push, push_mut, push_opt, same_precision, thread_cfg};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 

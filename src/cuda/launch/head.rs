@@ -1,17 +1,14 @@
 //! The launchers of `kernels/head.cu` (global depthwise conv, L2 normalisation) around the
 //! head's linear layer on the pointwise GEMM. Must not keep state between launches.
 
-use crate::cuda::buffer::{DevBuf, Precision};
+use crate::cuda::buffer::DevBuf;
 use crate::cuda::device::CudaDevice;
 use crate::cuda::driver_err;
 use crate::cuda::gemm::Gemm;
-use crate::cuda::launch::{
-    dim, need, push, push_mut, push_opt, same_precision, thread_cfg, NULL_PTR,
-};
-use crate::error::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-
 use crate::cuda::launch::pointwise::pointwise_on;
+use crate::cuda::launch::{dim, need, push, push_mut, same_precision, thread_cfg};
+use crate::error::Result;
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// The student's head, in three kernels: global depthwise conv + bias into `pooled`
 /// (`[n, c]`), the linear layer + bias as a pointwise GEMM over the batch into `lin` (`[n, m]`,

@@ -1,13 +1,11 @@
 //! The launchers of `kernels/pointwise.cu`: the pointwise GEMM and the fused depthwise +
 //! pointwise block, on the engine `Gemm` chooses. Must not keep state between launches.
 
-use crate::cuda::buffer::{DevBuf, Precision};
+use crate::cuda::buffer::DevBuf;
 use crate::cuda::device::CudaDevice;
 use crate::cuda::driver_err;
 use crate::cuda::gemm::Gemm;
-use crate::cuda::launch::{
-    dim, need, push, push_mut, push_opt, same_precision, thread_cfg, NULL_PTR,
-};
+use crate::cuda::launch::{dim, need, push, push_mut, push_opt, same_precision, NULL_PTR};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 

@@ -3,16 +3,12 @@
 //! `cpu::scalar`; and the grid and buffer helpers the training runtime shares. Must not keep
 //! state between launches (`cuda::train` owns the network's buffers).
 
-use crate::cuda::buffer::{DevBuf, Precision};
+use crate::cuda::buffer::DevBuf;
 use crate::cuda::device::CudaDevice;
 use crate::cuda::driver_err;
-use crate::cuda::launch::conv3x3::conv3x3;
-use crate::cuda::launch::depthwise::depthwise3x3;
-use crate::cuda::launch::pointwise::pointwise;
 use crate::cuda::launch::{dim, need, NULL_PTR};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
-use std::sync::Arc;
 
 /// Threads per block of the per-channel reductions (`TR_THREADS` in kernels/train.cu).
 pub(crate) const TR_THREADS: u32 = 256;
