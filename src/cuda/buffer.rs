@@ -113,6 +113,6 @@ impl DevBuf {
     }
 }
 
-pub(crate) fn to_f16_bits(data: &[f32]) -> Vec<u16> {
+fn to_f16_bits(data: &[f32]) -> Vec<u16> {
     data.iter().map(|&v| f16::from_f32(v).to_bits()).collect()
 }

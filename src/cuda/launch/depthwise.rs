@@ -22,8 +22,8 @@ pub enum Depthwise {
 
 /// Shared-memory capacity of `depthwise3x3_tile_*` in values, and its most planes per block
 /// (`DW_TILE_ELEMS` and `DW_TILE_PLANES` in kernels/depthwise.cu).
-pub(crate) const DW_TILE_ELEMS: usize = 4096;
-pub(crate) const DW_TILE_PLANES: usize = 256;
+const DW_TILE_ELEMS: usize = 4096;
+const DW_TILE_PLANES: usize = 256;
 
 impl Depthwise {
     pub fn name(self) -> &'static str {

@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 /// Threads per block of the per-channel reductions (`TR_THREADS` in kernels/train.cu).
-pub(crate) const TR_THREADS: u32 = 256;
+const TR_THREADS: u32 = 256;
 
-pub(crate) fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>) {
+fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>) {
     match x {
         Some(s) => b.arg(s),
         None => b.arg(&NULL_PTR),
@@ -21,7 +21,7 @@ pub(crate) fn push_opt<'a>(b: &mut LaunchArgs<'a>, x: Option<&'a CudaSlice<f32>>
 }
 
 /// A grid-stride launch over `total` elements.
-pub(crate) fn flat_cfg(total: usize) -> LaunchConfig {
+fn flat_cfg(total: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (total.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
         block_dim: (256, 1, 1),
@@ -30,7 +30,7 @@ pub(crate) fn flat_cfg(total: usize) -> LaunchConfig {
 }
 
 /// One block per channel (or weight row) for the reductions.
-pub(crate) fn rows_cfg(rows: usize) -> Result<LaunchConfig> {
+fn rows_cfg(rows: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
         grid_dim: (
             u32::try_from(rows.max(1)).map_err(|_| Error::Shape("too many rows".into()))?,
@@ -465,7 +465,7 @@ pub fn linear_backward_weight(
 
 /// The three linear kernels share one argument list `(a, b, out, n, k, m)` and one thread per
 /// output value.
-pub(crate) fn linear_launch(
+fn linear_launch(
     name: &str,
     dev: &CudaDevice,
     a_in: &CudaSlice<f32>,
