@@ -1,23 +1,15 @@
 //! Criterion benches for each packed kernel at the student's 16×16 shapes (one chunk of
 //! faces, as `StudentNet::forward` runs them) and for the whole student, per available ISA.
 use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
-use bridgeface::cpu::{ConvGeom, Isa, Kernels};
+use bridgeface::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels};
 use bridgeface::model::student::{StudentInfo, StudentParams, FACES_PER_CHUNK};
 use bridgeface::Tensor;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
-fn fast_tables() -> Vec<Kernels> {
-    Kernels::available_isas()
-        .into_iter()
-        .filter(|i| *i != Isa::Scalar)
-        .map(|i| Kernels::for_isa(i).expect("available"))
-        .collect()
-}
-
 fn kernels(c: &mut Criterion) {
     let n = FACES_PER_CHUNK;
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         let mut group = c.benchmark_group(format!("kernels/{}", k.isa.name()));
         // Pointwise: b3 (64→128 over 8×8) and b7 (256→256 over 4×4).
         for (name, c_in, c_out, side) in [("b3", 64, 128, 8), ("b7", 256, 256, 4)] {
@@ -100,7 +92,7 @@ fn student(c: &mut Criterion) {
     let net = StudentParams::random(StudentInfo::new(16).unwrap(), 0)
         .fold()
         .unwrap();
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         let mut group = c.benchmark_group(format!("student16/{}", k.isa.name()));
         for batch in [1usize, 16, 256] {
             let x = Tensor::new(&[batch, 3, 16, 16], vec![0.1; batch * 768]).unwrap();
@@ -131,10 +123,28 @@ fn backward(c: &mut Criterion) {
         let (mut dx, mut dw) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
         group.throughput(Throughput::Elements((2 * n * 64 * 64 * 128) as u64));
         group.bench_function("pointwise_data_b3_64x128_8x8", |bch| {
-            bch.iter(|| (k.pointwise_backward_data)(&g, black_box(&dy), &w, &mut dx))
+            bch.iter(|| {
+                (k.pointwise_backward_data)(
+                    &g,
+                    ConvDataGrad {
+                        dy: black_box(&dy),
+                        w: &w,
+                        dx: &mut dx,
+                    },
+                )
+            })
         });
         group.bench_function("pointwise_weight_b3_64x128_8x8", |bch| {
-            bch.iter(|| (k.pointwise_backward_weight)(&g, black_box(&x), &dy, &mut dw))
+            bch.iter(|| {
+                (k.pointwise_backward_weight)(
+                    &g,
+                    ConvWeightGrad {
+                        x: black_box(&x),
+                        dy: &dy,
+                        dw: &mut dw,
+                    },
+                )
+            })
         });
         // Depthwise 3×3: stride 1 (32 ch, 16×16) and stride 2 (64 ch, 16×16).
         for (name, ch, stride) in [("s1_32", 32, 1), ("s2_64", 64, 2)] {
@@ -145,10 +155,28 @@ fn backward(c: &mut Criterion) {
             let (mut dx, mut dw) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
             group.throughput(Throughput::Elements((2 * 9 * g.output_len()) as u64));
             group.bench_function(format!("depthwise_data_{name}_16x16"), |bch| {
-                bch.iter(|| (k.depthwise_backward_data)(&g, black_box(&dy), &w, &mut dx))
+                bch.iter(|| {
+                    (k.depthwise_backward_data)(
+                        &g,
+                        ConvDataGrad {
+                            dy: black_box(&dy),
+                            w: &w,
+                            dx: &mut dx,
+                        },
+                    )
+                })
             });
             group.bench_function(format!("depthwise_weight_{name}_16x16"), |bch| {
-                bch.iter(|| (k.depthwise_backward_weight)(&g, black_box(&x), &dy, &mut dw))
+                bch.iter(|| {
+                    (k.depthwise_backward_weight)(
+                        &g,
+                        ConvWeightGrad {
+                            x: black_box(&x),
+                            dy: &dy,
+                            dw: &mut dw,
+                        },
+                    )
+                })
             });
         }
         // PReLU and training batch-norm on 64 channels of 8×8.
@@ -186,20 +214,20 @@ fn backward(c: &mut Criterion) {
         });
         group.bench_function("batch_norm_train_backward_64_8x8", |bch| {
             bch.iter(|| {
-                (k.batch_norm_train_backward)(
+                (k.batch_norm_train_backward)(BatchNormBackward {
                     n,
-                    ch,
+                    c: ch,
                     hw,
-                    black_box(&x),
-                    &dy,
-                    &gamma,
-                    &m,
-                    &v,
-                    1e-5,
-                    &mut dx,
-                    &mut dg,
-                    &mut db,
-                )
+                    x: black_box(&x),
+                    dy: &dy,
+                    gamma: &gamma,
+                    mean: &m,
+                    var: &v,
+                    eps: 1e-5,
+                    dx: &mut dx,
+                    dgamma: &mut dg,
+                    dbeta: &mut db,
+                })
             })
         });
         group.finish();

@@ -20,9 +20,7 @@ pub fn embed_rgb_threads(
     threads: usize,
 ) -> Result<Tensor> {
     if threads == 0 {
-        return Err(Error::InvalidArgument(
-            "--threads must be at least 1".into(),
-        ));
+        return Err(Error::parameter("threads", "`threads` must be at least 1"));
     }
     if images.is_empty() {
         return Err(Error::EmptyInput("no images given".into()));

@@ -34,6 +34,10 @@ pub enum Error {
     EmptyInput(String),
     /// A command-line or API argument is out of range.
     InvalidArgument(String),
+    /// A library function's parameter is out of range. `message` names it as `` `name` ``
+    /// (the library's word); the CLI, which knows its flags, shows it as `--name`
+    /// (`cli::error_line`).
+    InvalidParameter { name: &'static str, message: String },
     /// A requested instruction set is not available on this CPU.
     UnsupportedIsa(String),
     /// A needed asset (model, dataset, weights) is not present.
@@ -48,6 +52,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A parameter error: `message` must name the parameter as `` `name` ``.
+    pub fn parameter(name: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidParameter {
+            name,
+            message: message.into(),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
@@ -84,6 +96,7 @@ impl fmt::Display for Error {
             }
             Error::EmptyInput(msg) => write!(f, "nothing to do: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::InvalidParameter { message, .. } => write!(f, "invalid argument: {message}"),
             Error::UnsupportedIsa(msg) => write!(f, "unsupported instruction set: {msg}"),
             Error::MissingAsset(msg) => write!(f, "missing asset: {msg}"),
             Error::Cuda(msg) => write!(f, "cuda: {msg}"),

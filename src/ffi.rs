@@ -141,7 +141,8 @@ impl From<Error> for Failure {
             Error::Shape(_)
             | Error::Image { .. }
             | Error::EmptyInput(_)
-            | Error::InvalidArgument(_) => BfStatus::InvalidArgument,
+            | Error::InvalidArgument(_)
+            | Error::InvalidParameter { .. } => BfStatus::InvalidArgument,
             Error::UnsupportedIsa(_) => BfStatus::Unsupported,
             // Variants added later map here until someone gives them a status of their own.
             #[allow(unreachable_patterns)]

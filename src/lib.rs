@@ -14,6 +14,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+pub mod log;
 pub mod model;
 pub mod onnx;
 pub mod ops;

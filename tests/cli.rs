@@ -12,6 +12,7 @@ fn bridge(args: &[&str]) -> Output {
         .args(args)
         .env_remove("BRIDGE_WEIGHTS")
         .env_remove("BRIDGE_ISA")
+        .env_remove("BRIDGE_LOG")
         .output()
         .expect("run bridge")
 }
@@ -319,4 +320,36 @@ fn bad_inputs_fail_cleanly() {
         .unwrap();
     let e = clean_error(&out);
     assert!(e.contains("sse9"), "{e}");
+}
+
+#[test]
+fn chosen_isa_is_logged_once_when_bridge_log_is_info() {
+    let w = student("log.safetensors");
+    let img = dir().join("log.png");
+    write_face(&img, 4, 0);
+    let run = |log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bridge"));
+        c.args(["embed", p(&img), "--weights", p(&w)])
+            .env_remove("BRIDGE_WEIGHTS")
+            .env("BRIDGE_ISA", "scalar");
+        match log {
+            Some(v) => c.env("BRIDGE_LOG", v),
+            None => c.env_remove("BRIDGE_LOG"),
+        };
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = run(Some("info"));
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("CPU kernels")).collect();
+    assert_eq!(
+        lines,
+        ["bridgeface: info: CPU kernels: scalar (BRIDGE_ISA=scalar)"],
+        "{err}"
+    );
+    for quiet in [None, Some("off")] {
+        let err = run(quiet);
+        assert!(!err.contains("info:"), "{quiet:?}: {err}");
+    }
 }

@@ -4,7 +4,7 @@
 //! `cargo test --release --features cuda -- --ignored gpu`. Without a GPU they fail, saying so.
 #![cfg(feature = "cuda")]
 
-use bridgeface::cpu::{scalar, ConvGeom};
+use bridgeface::cpu::{scalar, BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad};
 use bridgeface::cuda::student::{self, DevBuf};
 use bridgeface::cuda::{device, CudaDevice, CudaStudent, Depthwise, Gemm, Precision};
 use bridgeface::model::student::{StudentInfo, StudentParams};
@@ -1065,20 +1065,20 @@ fn gpu_train_bn_prelu_backward_matches_scalar() {
                 );
             }
             let (mut dx, mut dg, mut db) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
-            scalar::batch_norm_train_backward::<f64>(
+            scalar::batch_norm_train_backward::<f64>(BatchNormBackward {
                 n,
                 c,
                 hw,
-                &f64s(&x),
-                &dz,
-                &f64s(&gamma),
-                &f64s(&mean32),
-                &f64s(&var32),
-                1e-5,
-                &mut dx,
-                &mut dg,
-                &mut db,
-            );
+                x: &f64s(&x),
+                dy: &dz,
+                gamma: &f64s(&gamma),
+                mean: &f64s(&mean32),
+                var: &f64s(&var32),
+                eps: 1e-5,
+                dx: &mut dx,
+                dgamma: &mut dg,
+                dbeta: &mut db,
+            });
             let (zd, ad) = (up(&dev, &z32), up(&dev, &alpha));
             let (mut dgd, mut dbd, mut dad, mut dxd) = (
                 zeros(&dev, c),
@@ -1158,10 +1158,31 @@ fn gpu_train_conv3x3_backward_matches_scalar() {
         let mut dw = vec![0.0f64; g.weight_len()];
         let mut dx = vec![0.0f64; g.input_len()];
         if depthwise {
-            scalar::depthwise_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
-            scalar::depthwise_backward_data::<f64>(&g, &f64s(&dy), &f64s(&wt), &mut dx);
+            scalar::depthwise_backward_weight::<f64>(
+                &g,
+                ConvWeightGrad {
+                    x: &f64s(&x),
+                    dy: &f64s(&dy),
+                    dw: &mut dw,
+                },
+            );
+            scalar::depthwise_backward_data::<f64>(
+                &g,
+                ConvDataGrad {
+                    dy: &f64s(&dy),
+                    w: &f64s(&wt),
+                    dx: &mut dx,
+                },
+            );
         } else {
-            scalar::conv2d_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
+            scalar::conv2d_backward_weight::<f64>(
+                &g,
+                ConvWeightGrad {
+                    x: &f64s(&x),
+                    dy: &f64s(&dy),
+                    dw: &mut dw,
+                },
+            );
         }
         let what =
             format!("conv3x3 backward n{n} {c_in}->{c_out} {h}x{w} s{stride} dw={depthwise}");
@@ -1213,8 +1234,22 @@ fn gpu_train_pointwise_backward_matches_scalar() {
         let dy = rand_vec(&mut rng, g.output_len(), 1.0);
         let mut dw = vec![0.0f64; g.weight_len()];
         let mut dx = vec![0.0f64; g.input_len()];
-        scalar::pointwise_backward_weight::<f64>(&g, &f64s(&x), &f64s(&dy), &mut dw);
-        scalar::pointwise_backward_data::<f64>(&g, &f64s(&dy), &f64s(&wt), &mut dx);
+        scalar::pointwise_backward_weight::<f64>(
+            &g,
+            ConvWeightGrad {
+                x: &f64s(&x),
+                dy: &f64s(&dy),
+                dw: &mut dw,
+            },
+        );
+        scalar::pointwise_backward_data::<f64>(
+            &g,
+            ConvDataGrad {
+                dy: &f64s(&dy),
+                w: &f64s(&wt),
+                dx: &mut dx,
+            },
+        );
         let what = format!("pointwise backward n{n} {c_in}->{c_out} hw{hw}");
         let mut dwd = zeros(&dev, dw.len());
         train::pointwise_backward_weight(

@@ -9,7 +9,9 @@
 //! longest sums here have ≤ 300 terms). Student embeddings are unit vectors: `≤ 1e-5` absolute.
 
 use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
-use bridgeface::cpu::{scalar, scalar_packed, ConvGeom, Isa, Kernels};
+use bridgeface::cpu::{
+    scalar, scalar_packed, BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Isa, Kernels,
+};
 use bridgeface::model::student::{StudentInfo, StudentParams};
 use bridgeface::rng::Rng;
 use bridgeface::Tensor;
@@ -32,15 +34,6 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
         worst = worst.max(d);
     }
     assert!(worst.is_finite(), "{what}: non-finite difference");
-}
-
-/// The fast tables this machine can run (scalar excluded: it is the reference).
-fn fast_tables() -> Vec<Kernels> {
-    Kernels::available_isas()
-        .into_iter()
-        .filter(|i| *i != Isa::Scalar)
-        .map(|i| Kernels::for_isa(i).expect("available ISA builds a table"))
-        .collect()
 }
 
 #[test]
@@ -91,7 +84,7 @@ fn conv_cases() -> Vec<ConvGeom> {
 #[test]
 fn conv2d_entry_matches_scalar_on_every_route() {
     let mut rng = Rng::new(1);
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         for g in conv_cases() {
             g.validate().unwrap();
             let x = random(&mut rng, g.input_len());
@@ -201,7 +194,7 @@ fn prelu_epilogue_matches_unfused_reference() {
 #[test]
 fn packed_kernels_match_scalar_packed_with_fused_epilogues() {
     let mut rng = Rng::new(4);
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         let name = k.isa.name();
         // Pointwise: pixel counts around every tile size, channels off the block size.
         for (pixels, c_in, c_out) in [
@@ -360,7 +353,7 @@ fn student_on_every_isa_matches_the_scalar_reference_network() {
             let x =
                 Tensor::new(&[n, 3, resolution, resolution], random(&mut rng, n * face)).unwrap();
             let want = net.forward_reference(&scalar_k, &x).unwrap();
-            let mut tables = fast_tables();
+            let mut tables = Kernels::fast_tables();
             if n <= 3 {
                 tables.push(scalar_k); // the scalar packed path (slow: small batches only)
             }
@@ -451,7 +444,7 @@ fn pointwise_backward_cases() -> Vec<ConvGeom> {
 #[test]
 fn pointwise_backward_matches_scalar() {
     let mut rng = Rng::new(51);
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         for g in pointwise_backward_cases() {
             let x = random(&mut rng, g.input_len());
             let w = random(&mut rng, g.weight_len());
@@ -460,18 +453,60 @@ fn pointwise_backward_matches_scalar() {
 
             let mut want = vec![0.0; g.input_len()];
             let mut mag = vec![0.0; g.input_len()];
-            scalar::pointwise_backward_data::<f32>(&g, &dy, &w, &mut want);
-            scalar::pointwise_backward_data::<f32>(&g, &abs(&dy), &abs(&w), &mut mag);
+            scalar::pointwise_backward_data::<f32>(
+                &g,
+                ConvDataGrad {
+                    dy: &dy,
+                    w: &w,
+                    dx: &mut want,
+                },
+            );
+            scalar::pointwise_backward_data::<f32>(
+                &g,
+                ConvDataGrad {
+                    dy: &abs(&dy),
+                    w: &abs(&w),
+                    dx: &mut mag,
+                },
+            );
             let mut got = vec![f32::NAN; g.input_len()];
-            (k.pointwise_backward_data)(&g, &dy, &w, &mut got);
+            (k.pointwise_backward_data)(
+                &g,
+                ConvDataGrad {
+                    dy: &dy,
+                    w: &w,
+                    dx: &mut got,
+                },
+            );
             assert_close_to_magnitude(&format!("{what}: dx"), &got, &want, &mag);
 
             let mut want = vec![0.0; g.weight_len()];
             let mut mag = vec![0.0; g.weight_len()];
-            scalar::pointwise_backward_weight::<f32>(&g, &x, &dy, &mut want);
-            scalar::pointwise_backward_weight::<f32>(&g, &abs(&x), &abs(&dy), &mut mag);
+            scalar::pointwise_backward_weight::<f32>(
+                &g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut want,
+                },
+            );
+            scalar::pointwise_backward_weight::<f32>(
+                &g,
+                ConvWeightGrad {
+                    x: &abs(&x),
+                    dy: &abs(&dy),
+                    dw: &mut mag,
+                },
+            );
             let mut got = vec![f32::NAN; g.weight_len()];
-            (k.pointwise_backward_weight)(&g, &x, &dy, &mut got);
+            (k.pointwise_backward_weight)(
+                &g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut got,
+                },
+            );
             assert_close_to_magnitude(&format!("{what}: dw"), &got, &want, &mag);
         }
     }
@@ -509,7 +544,7 @@ fn depthwise_backward_cases() -> Vec<ConvGeom> {
 #[test]
 fn depthwise_backward_matches_scalar() {
     let mut rng = Rng::new(52);
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         for g in depthwise_backward_cases() {
             let x = random(&mut rng, g.input_len());
             let w = random(&mut rng, g.weight_len());
@@ -518,18 +553,60 @@ fn depthwise_backward_matches_scalar() {
 
             let mut want = vec![0.0; g.input_len()];
             let mut mag = vec![0.0; g.input_len()];
-            scalar::depthwise_backward_data::<f32>(&g, &dy, &w, &mut want);
-            scalar::depthwise_backward_data::<f32>(&g, &abs(&dy), &abs(&w), &mut mag);
+            scalar::depthwise_backward_data::<f32>(
+                &g,
+                ConvDataGrad {
+                    dy: &dy,
+                    w: &w,
+                    dx: &mut want,
+                },
+            );
+            scalar::depthwise_backward_data::<f32>(
+                &g,
+                ConvDataGrad {
+                    dy: &abs(&dy),
+                    w: &abs(&w),
+                    dx: &mut mag,
+                },
+            );
             let mut got = vec![f32::NAN; g.input_len()];
-            (k.depthwise_backward_data)(&g, &dy, &w, &mut got);
+            (k.depthwise_backward_data)(
+                &g,
+                ConvDataGrad {
+                    dy: &dy,
+                    w: &w,
+                    dx: &mut got,
+                },
+            );
             assert_close_to_magnitude(&format!("{what}: dx"), &got, &want, &mag);
 
             let mut want = vec![0.0; g.weight_len()];
             let mut mag = vec![0.0; g.weight_len()];
-            scalar::depthwise_backward_weight::<f32>(&g, &x, &dy, &mut want);
-            scalar::depthwise_backward_weight::<f32>(&g, &abs(&x), &abs(&dy), &mut mag);
+            scalar::depthwise_backward_weight::<f32>(
+                &g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut want,
+                },
+            );
+            scalar::depthwise_backward_weight::<f32>(
+                &g,
+                ConvWeightGrad {
+                    x: &abs(&x),
+                    dy: &abs(&dy),
+                    dw: &mut mag,
+                },
+            );
             let mut got = vec![f32::NAN; g.weight_len()];
-            (k.depthwise_backward_weight)(&g, &x, &dy, &mut got);
+            (k.depthwise_backward_weight)(
+                &g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut got,
+                },
+            );
             assert_close_to_magnitude(&format!("{what}: dw"), &got, &want, &mag);
         }
     }
@@ -548,7 +625,7 @@ const CHANNEL_CASES: [(usize, usize, usize); 6] = [
 #[test]
 fn prelu_backward_matches_scalar() {
     let mut rng = Rng::new(53);
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         for (n, c, hw) in CHANNEL_CASES {
             let len = n * c * hw;
             let mut x = random(&mut rng, len);
@@ -589,7 +666,7 @@ fn prelu_backward_matches_scalar() {
 fn batch_norm_train_matches_scalar() {
     let mut rng = Rng::new(54);
     let eps = 1e-5;
-    for k in fast_tables() {
+    for k in Kernels::fast_tables() {
         for (n, c, hw) in CHANNEL_CASES {
             let len = n * c * hw;
             // An offset mean so the two-pass variance matters.
@@ -610,13 +687,35 @@ fn batch_norm_train_matches_scalar() {
             assert_close(&format!("{what}: var"), &v, &wv);
 
             let (mut wdx, mut wdg, mut wdb) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
-            scalar::batch_norm_train_backward::<f32>(
-                n, c, hw, &x, &dy, &gamma, &wm, &wv, eps, &mut wdx, &mut wdg, &mut wdb,
-            );
+            scalar::batch_norm_train_backward::<f32>(BatchNormBackward {
+                n,
+                c,
+                hw,
+                x: &x,
+                dy: &dy,
+                gamma: &gamma,
+                mean: &wm,
+                var: &wv,
+                eps,
+                dx: &mut wdx,
+                dgamma: &mut wdg,
+                dbeta: &mut wdb,
+            });
             let (mut dx, mut dg, mut db) = (vec![f32::NAN; len], vec![0.0; c], vec![0.0; c]);
-            (k.batch_norm_train_backward)(
-                n, c, hw, &x, &dy, &gamma, &wm, &wv, eps, &mut dx, &mut dg, &mut db,
-            );
+            (k.batch_norm_train_backward)(BatchNormBackward {
+                n,
+                c,
+                hw,
+                x: &x,
+                dy: &dy,
+                gamma: &gamma,
+                mean: &wm,
+                var: &wv,
+                eps,
+                dx: &mut dx,
+                dgamma: &mut dg,
+                dbeta: &mut db,
+            });
             assert_close(&format!("{what}: dx"), &dx, &wdx);
             // Σ|dy| and Σ|dy·x̂| per channel bound the γ and β gradients' rounding.
             let (mut mag_g, mut mag_b) = (vec![0.0f32; c], vec![0.0f32; c]);
@@ -773,7 +872,7 @@ fn graph_plan_matches_the_graph_executor_on_every_isa() {
             assert_eq!(want[0].shape(), [n, 10]);
             assert_eq!(want[1].shape(), [n, 21, 5, 3]);
             let mut tables = vec![scalar];
-            tables.extend(fast_tables());
+            tables.extend(Kernels::fast_tables());
             for k in &tables {
                 let got = plan.run(k, vec![("x".into(), x.clone())]).unwrap();
                 assert_eq!(got.len(), 2);

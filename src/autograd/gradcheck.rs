@@ -5,7 +5,7 @@
 
 use super::loss::{self, Margin};
 use crate::cpu::scalar;
-use crate::cpu::ConvGeom;
+use crate::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad};
 use crate::rng::Rng;
 
 const H: f64 = 1e-6;
@@ -78,21 +78,36 @@ fn conv_forward(g: &ConvGeom, x: &[f64], w: &[f64]) -> Vec<f64> {
     y
 }
 
-type ConvBackward64 = fn(&ConvGeom, &[f64], &[f64], &mut [f64]);
+type ConvBackwardData64 = fn(&ConvGeom, ConvDataGrad<'_, f64>);
+type ConvBackwardWeight64 = fn(&ConvGeom, ConvWeightGrad<'_, f64>);
 
-fn check_conv(g: &ConvGeom, data: ConvBackward64, weight: ConvBackward64, seed: u64) {
+fn check_conv(g: &ConvGeom, data: ConvBackwardData64, weight: ConvBackwardWeight64, seed: u64) {
     g.validate().unwrap();
     let mut rng = Rng::new(seed);
     let x = randv(&mut rng, g.input_len());
     let w = randv(&mut rng, g.weight_len());
     let r = randv(&mut rng, g.output_len());
     let mut dx = vec![f64::NAN; x.len()];
-    data(g, &r, &w, &mut dx);
+    data(
+        g,
+        ConvDataGrad {
+            dy: &r,
+            w: &w,
+            dx: &mut dx,
+        },
+    );
     assert_close_to_numeric(&format!("conv data {g:?}"), &x, &dx, &mut |xp| {
         dot(&conv_forward(g, xp, &w), &r)
     });
     let mut dw = vec![f64::NAN; w.len()];
-    weight(g, &x, &r, &mut dw);
+    weight(
+        g,
+        ConvWeightGrad {
+            x: &x,
+            dy: &r,
+            dw: &mut dw,
+        },
+    );
     assert_close_to_numeric(&format!("conv weight {g:?}"), &w, &dw, &mut |wp| {
         dot(&conv_forward(g, &x, wp), &r)
     });
@@ -183,9 +198,20 @@ fn batch_norm_train_backward_matches_finite_differences() {
         };
         let (_, mean, var) = fwd(&x, &gamma, &beta);
         let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-        scalar::batch_norm_train_backward(
-            n, c, hw, &x, &r, &gamma, &mean, &var, eps, &mut dx, &mut dg, &mut db,
-        );
+        scalar::batch_norm_train_backward(BatchNormBackward {
+            n,
+            c,
+            hw,
+            x: &x,
+            dy: &r,
+            gamma: &gamma,
+            mean: &mean,
+            var: &var,
+            eps,
+            dx: &mut dx,
+            dgamma: &mut dg,
+            dbeta: &mut db,
+        });
         assert_close_to_numeric("bn dx", &x, &dx, &mut |xp| fwd(xp, &gamma, &beta).0);
         assert_close_to_numeric("bn dgamma", &gamma, &dg, &mut |gp| fwd(&x, gp, &beta).0);
         assert_close_to_numeric("bn dbeta", &beta, &db, &mut |bp| fwd(&x, &gamma, bp).0);
@@ -212,9 +238,20 @@ fn batch_norm_eval_backward_matches_finite_differences() {
         s
     };
     let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-    scalar::batch_norm_eval_backward(
-        n, c, hw, &x, &r, &gamma, &mean, &var, eps, &mut dx, &mut dg, &mut db,
-    );
+    scalar::batch_norm_eval_backward(BatchNormBackward {
+        n,
+        c,
+        hw,
+        x: &x,
+        dy: &r,
+        gamma: &gamma,
+        mean: &mean,
+        var: &var,
+        eps,
+        dx: &mut dx,
+        dgamma: &mut dg,
+        dbeta: &mut db,
+    });
     assert_close_to_numeric("bn eval dx", &x, &dx, &mut |xp| fwd(xp, &gamma, &beta));
     assert_close_to_numeric("bn eval dgamma", &gamma, &dg, &mut |gp| fwd(&x, gp, &beta));
     assert_close_to_numeric("bn eval dbeta", &beta, &db, &mut |bp| fwd(&x, &gamma, bp));

@@ -8,7 +8,7 @@ pub mod student;
 #[cfg(test)]
 mod gradcheck;
 
-use crate::cpu::{ConvGeom, Kernels};
+use crate::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels};
 use crate::error::{Error, Result};
 use crate::ops::{self, Conv2d};
 use crate::tensor::Tensor;
@@ -366,12 +366,28 @@ impl<'k> Tape<'k> {
                     };
                     if self.needs(*w) {
                         let mut dw = Tensor::zeros(self.value(*w).shape());
-                        bw(geom, self.value(*x).data(), dy, dw.data_mut());
+                        let x = self.value(*x).data();
+                        bw(
+                            geom,
+                            ConvWeightGrad {
+                                x,
+                                dy,
+                                dw: dw.data_mut(),
+                            },
+                        );
                         self.accumulate(*w, dw);
                     }
                     if self.needs(*x) {
                         let mut dx = Tensor::zeros(self.value(*x).shape());
-                        bd(geom, dy, self.value(*w).data(), dx.data_mut());
+                        let w = self.value(*w).data();
+                        bd(
+                            geom,
+                            ConvDataGrad {
+                                dy,
+                                w,
+                                dx: dx.data_mut(),
+                            },
+                        );
                         self.accumulate(*x, dx);
                     }
                 }
@@ -387,20 +403,20 @@ impl<'k> Tape<'k> {
                     let mut dx = Tensor::zeros(self.value(*x).shape());
                     let mut dg = Tensor::zeros(self.value(*gamma).shape());
                     let mut db = Tensor::zeros(self.value(*beta).shape());
-                    (k.batch_norm_train_backward)(
+                    (k.batch_norm_train_backward)(BatchNormBackward {
                         n,
                         c,
                         hw,
-                        self.value(*x).data(),
+                        x: self.value(*x).data(),
                         dy,
-                        self.value(*gamma).data(),
+                        gamma: self.value(*gamma).data(),
                         mean,
                         var,
-                        *eps,
-                        dx.data_mut(),
-                        dg.data_mut(),
-                        db.data_mut(),
-                    );
+                        eps: *eps,
+                        dx: dx.data_mut(),
+                        dgamma: dg.data_mut(),
+                        dbeta: db.data_mut(),
+                    });
                     self.accumulate(*gamma, dg);
                     self.accumulate(*beta, db);
                     self.accumulate(*x, dx);
@@ -417,20 +433,20 @@ impl<'k> Tape<'k> {
                     let mut dx = Tensor::zeros(self.value(*x).shape());
                     let mut dg = Tensor::zeros(self.value(*gamma).shape());
                     let mut db = Tensor::zeros(self.value(*beta).shape());
-                    (k.batch_norm_eval_backward)(
+                    (k.batch_norm_eval_backward)(BatchNormBackward {
                         n,
                         c,
                         hw,
-                        self.value(*x).data(),
+                        x: self.value(*x).data(),
                         dy,
-                        self.value(*gamma).data(),
+                        gamma: self.value(*gamma).data(),
                         mean,
                         var,
-                        *eps,
-                        dx.data_mut(),
-                        dg.data_mut(),
-                        db.data_mut(),
-                    );
+                        eps: *eps,
+                        dx: dx.data_mut(),
+                        dgamma: dg.data_mut(),
+                        dbeta: db.data_mut(),
+                    });
                     self.accumulate(*gamma, dg);
                     self.accumulate(*beta, db);
                     self.accumulate(*x, dx);

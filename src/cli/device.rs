@@ -75,7 +75,7 @@ fn cuda_forward(ordinal: usize, net: &StudentNet, x: &[f32], n: usize) -> Result
 /// The folded student as the plain arrays the GPU runs.
 #[cfg(feature = "cuda")]
 pub fn student_layers(net: &StudentNet) -> Result<crate::cuda::StudentLayers> {
-    use crate::cuda::student::{BlockLayers, ConvLayer};
+    use crate::cuda::layers::{BlockLayers, ConvLayer};
     use crate::model::student::FoldedConv;
     let conv = |f: &FoldedConv| -> Result<ConvLayer> {
         let [c_out, cin_g, kh, kw] = f.weight.dims4("folded conv weight")?;

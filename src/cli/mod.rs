@@ -173,8 +173,54 @@ pub fn main() -> i32 {
     match commands::run(cli.command) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", error_line(&e));
             1
         }
+    }
+}
+
+/// The one `error: …` line the command-line tools print for `e`. A library parameter's name
+/// (`` `threads` ``) becomes the flag that set it (`--threads`): every parameter a library
+/// error names is passed from the flag of the same name, underscores as hyphens.
+pub fn error_line(e: &crate::Error) -> String {
+    let text = e.to_string();
+    match e {
+        crate::Error::InvalidParameter { name, .. } => format!(
+            "error: {}",
+            text.replace(
+                &format!("`{name}`"),
+                &format!("--{}", name.replace('_', "-"))
+            )
+        ),
+        _ => format!("error: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+    use crate::Error;
+
+    #[test]
+    fn error_line_shows_a_parameter_as_its_flag() {
+        let e = Error::parameter("threads", "`threads` must be at least 1");
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: `threads` must be at least 1"
+        );
+        assert_eq!(
+            error_line(&e),
+            "error: invalid argument: --threads must be at least 1"
+        );
+        let e = Error::parameter("blur_prob", "`blur_prob` must be in 0..=1");
+        assert_eq!(
+            error_line(&e),
+            "error: invalid argument: --blur-prob must be in 0..=1"
+        );
+        let e = Error::InvalidArgument("`threads` is left as written".into());
+        assert_eq!(
+            error_line(&e),
+            "error: invalid argument: `threads` is left as written"
+        );
     }
 }

@@ -3,7 +3,8 @@
 
 pub mod scalar;
 
-// Fast CPU kernels (issue 4): one blocked layout, scalar oracles, and one file per ISA.
+// Fast CPU kernels: one blocked layout, scalar oracles, the loop nests written once over a
+// vector trait (`simd`), and one file per ISA holding its vector type and tile constants.
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -177,27 +178,51 @@ pub type GlobalDepthwiseFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f3
 /// `linear(n, k, m, x, weight, bias, y)`.
 pub type LinearFn = fn(usize, usize, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
 
-/// `conv_backward(geometry, a, b, out)`: for the data gradient `a = dy, b = w, out = dx`; for
-/// the weight gradient `a = x, b = dy, out = dw`. Outputs are overwritten.
-pub type ConvBackwardFn = fn(&ConvGeom, &[f32], &[f32], &mut [f32]);
+/// The arguments of a conv's input (data) gradient: reads the output gradient `dy` and the
+/// weights `w` (OIHW), overwrites `dx` (the input's shape). Generic over the float type so the
+/// scalar reference also runs in f64 for the gradient checks.
+pub struct ConvDataGrad<'a, T = f32> {
+    pub dy: &'a [T],
+    pub w: &'a [T],
+    pub dx: &'a mut [T],
+}
+
+/// The arguments of a conv's weight gradient, summed over the batch: reads the input `x` and
+/// the output gradient `dy`, overwrites `dw` (OIHW).
+pub struct ConvWeightGrad<'a, T = f32> {
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub dw: &'a mut [T],
+}
+
+/// `conv_backward_data(geometry, ConvDataGrad { dy, w, dx })`.
+pub type ConvBackwardDataFn = fn(&ConvGeom, ConvDataGrad<'_>);
+/// `conv_backward_weight(geometry, ConvWeightGrad { x, dy, dw })`.
+pub type ConvBackwardWeightFn = fn(&ConvGeom, ConvWeightGrad<'_>);
 /// `batch_norm_train_forward(n, c, hw, x, gamma, beta, eps, y, batch_mean, batch_var)`.
 pub type BatchNormTrainFn =
     fn(usize, usize, usize, &[f32], &[f32], &[f32], f32, &mut [f32], &mut [f32], &mut [f32]);
-/// `batch_norm_train_backward(n, c, hw, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta)`.
-pub type BatchNormBackwardFn = fn(
-    usize,
-    usize,
-    usize,
-    &[f32],
-    &[f32],
-    &[f32],
-    &[f32],
-    &[f32],
-    f32,
-    &mut [f32],
-    &mut [f32],
-    &mut [f32],
-);
+/// The arguments of a batch-norm backward pass over an NC(HW) batch: reads the forward input
+/// `x`, the output gradient `dy`, the scale `gamma` and the statistics the forward normalised
+/// with (`mean`, `var`: the batch's, biased, in training; the running ones in eval) and `eps`;
+/// overwrites `dx`, `dgamma` and `dbeta`.
+pub struct BatchNormBackward<'a, T = f32> {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub gamma: &'a [T],
+    pub mean: &'a [T],
+    pub var: &'a [T],
+    pub eps: T,
+    pub dx: &'a mut [T],
+    pub dgamma: &'a mut [T],
+    pub dbeta: &'a mut [T],
+}
+
+/// `batch_norm_{train,eval}_backward(BatchNormBackward { n, c, hw, x, dy, … })`.
+pub type BatchNormBackwardFn = fn(BatchNormBackward<'_>);
 /// `prelu_backward(n, c, hw, x, alpha, dy, dx, dalpha)`.
 pub type PreluBackwardFn = fn(usize, usize, usize, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
 /// `global_depthwise_backward(n, c, hw, x, w, dy, dx, dw)`.
@@ -222,12 +247,12 @@ pub struct Kernels {
     pub linear: LinearFn,
     pub l2_normalize: fn(usize, usize, &mut [f32]),
     // ---- backward kernels (training) ----
-    pub conv2d_backward_data: ConvBackwardFn,
-    pub conv2d_backward_weight: ConvBackwardFn,
-    pub depthwise_backward_data: ConvBackwardFn,
-    pub depthwise_backward_weight: ConvBackwardFn,
-    pub pointwise_backward_data: ConvBackwardFn,
-    pub pointwise_backward_weight: ConvBackwardFn,
+    pub conv2d_backward_data: ConvBackwardDataFn,
+    pub conv2d_backward_weight: ConvBackwardWeightFn,
+    pub depthwise_backward_data: ConvBackwardDataFn,
+    pub depthwise_backward_weight: ConvBackwardWeightFn,
+    pub pointwise_backward_data: ConvBackwardDataFn,
+    pub pointwise_backward_weight: ConvBackwardWeightFn,
     pub batch_norm_train_forward: BatchNormTrainFn,
     pub batch_norm_train_backward: BatchNormBackwardFn,
     pub prelu_backward: PreluBackwardFn,
@@ -236,7 +261,7 @@ pub struct Kernels {
     pub linear_backward_weight: LinearBackwardFn,
     pub l2_normalize_backward: L2NormalizeBackwardFn,
     pub batch_norm_eval_backward: BatchNormBackwardFn,
-    // Packed, fused kernels on the blocked layout of `packed` (issue 4). The scalar table
+    // Packed, fused kernels on the blocked layout of `packed`. The scalar table
     // holds their references from `scalar_packed`.
     pub pointwise_packed: packed::PointwisePackedFn,
     pub depthwise_packed: packed::DepthwisePackedFn,
@@ -290,14 +315,14 @@ impl Kernels {
     fn avx2_unchecked() -> Kernels {
         Kernels {
             isa: Isa::Avx2,
-            conv2d: avx2::conv2d_avx2,
-            linear: avx2::linear_plain_avx2,
-            pointwise_packed: avx2::pointwise_conv_avx2,
-            depthwise_packed: avx2::depthwise_conv_avx2,
-            direct_conv_packed: avx2::direct_conv_avx2,
-            global_depthwise_packed: avx2::global_depthwise_avx2,
-            linear_packed: avx2::linear_avx2,
-            fma_probe: avx2::fma_probe_avx2,
+            conv2d: avx2::forward::conv2d,
+            linear: avx2::forward::linear,
+            pointwise_packed: avx2::forward::pointwise_packed,
+            depthwise_packed: avx2::forward::depthwise_packed,
+            direct_conv_packed: avx2::forward::direct_conv_packed,
+            global_depthwise_packed: avx2::forward::global_depthwise_packed,
+            linear_packed: avx2::forward::linear_packed,
+            fma_probe: avx2::forward::fma_probe,
             pointwise_backward_data: avx2::backward::pointwise_backward_data,
             pointwise_backward_weight: avx2::backward::pointwise_backward_weight,
             depthwise_backward_data: avx2::backward::depthwise_backward_data,
@@ -315,14 +340,14 @@ impl Kernels {
     fn avx512_unchecked() -> Kernels {
         Kernels {
             isa: Isa::Avx512,
-            conv2d: avx512::conv2d_avx512,
-            linear: avx512::linear_plain_avx512,
-            pointwise_packed: avx512::pointwise_conv_avx512,
-            depthwise_packed: avx512::depthwise_conv_avx512,
-            direct_conv_packed: avx512::direct_conv_avx512,
-            global_depthwise_packed: avx512::global_depthwise_avx512,
-            linear_packed: avx512::linear_avx512,
-            fma_probe: avx512::fma_probe_avx512,
+            conv2d: avx512::forward::conv2d,
+            linear: avx512::forward::linear,
+            pointwise_packed: avx512::forward::pointwise_packed,
+            depthwise_packed: avx512::forward::depthwise_packed,
+            direct_conv_packed: avx512::forward::direct_conv_packed,
+            global_depthwise_packed: avx512::forward::global_depthwise_packed,
+            linear_packed: avx512::forward::linear_packed,
+            fma_probe: avx512::forward::fma_probe,
             pointwise_backward_data: avx512::backward::pointwise_backward_data,
             pointwise_backward_weight: avx512::backward::pointwise_backward_weight,
             depthwise_backward_data: avx512::backward::depthwise_backward_data,
@@ -340,14 +365,14 @@ impl Kernels {
     fn neon_unchecked() -> Kernels {
         Kernels {
             isa: Isa::Neon,
-            conv2d: neon::conv2d_neon,
-            linear: neon::linear_plain_neon,
-            pointwise_packed: neon::pointwise_conv_neon,
-            depthwise_packed: neon::depthwise_conv_neon,
-            direct_conv_packed: neon::direct_conv_neon,
-            global_depthwise_packed: neon::global_depthwise_neon,
-            linear_packed: neon::linear_neon,
-            fma_probe: neon::fma_probe_neon,
+            conv2d: neon::forward::conv2d,
+            linear: neon::forward::linear,
+            pointwise_packed: neon::forward::pointwise_packed,
+            depthwise_packed: neon::forward::depthwise_packed,
+            direct_conv_packed: neon::forward::direct_conv_packed,
+            global_depthwise_packed: neon::forward::global_depthwise_packed,
+            linear_packed: neon::forward::linear_packed,
+            fma_probe: neon::forward::fma_probe,
             pointwise_backward_data: neon::backward::pointwise_backward_data,
             pointwise_backward_weight: neon::backward::pointwise_backward_weight,
             depthwise_backward_data: neon::backward::depthwise_backward_data,
@@ -392,6 +417,15 @@ impl Kernels {
             .collect()
     }
 
+    /// Every table this CPU can run except the scalar one: what the SIMD tests check against
+    /// scalar and what the kernel benches time, ISA by ISA.
+    pub fn fast_tables() -> Vec<Kernels> {
+        [Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .filter_map(|i| Kernels::for_isa(i).ok())
+            .collect()
+    }
+
     /// The best table this CPU supports.
     pub fn best() -> Kernels {
         for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
@@ -411,11 +445,27 @@ pub fn select_kernels() -> Result<Kernels> {
     }
 }
 
+/// The line `kernels()` logs once (at `BRIDGE_LOG=info`) when it chooses the table.
+fn chosen_isa_line(k: &Kernels) -> String {
+    let why = match std::env::var("BRIDGE_ISA") {
+        Ok(v) if !v.trim().is_empty() => format!("BRIDGE_ISA={}", v.trim()),
+        _ => "the best this CPU supports; BRIDGE_ISA overrides".to_string(),
+    };
+    format!("CPU kernels: {} ({why})", k.isa.name())
+}
+
 static KERNELS: OnceLock<std::result::Result<Kernels, String>> = OnceLock::new();
 
 /// The process-wide kernel table, chosen on first use.
 pub fn kernels() -> Result<&'static Kernels> {
-    match KERNELS.get_or_init(|| select_kernels().map_err(|e| e.to_string())) {
+    let chosen = KERNELS.get_or_init(|| {
+        let k = select_kernels().map_err(|e| e.to_string());
+        if let Ok(k) = &k {
+            crate::log::info(&chosen_isa_line(k));
+        }
+        k
+    });
+    match chosen {
         Ok(k) => Ok(k),
         Err(msg) => Err(Error::UnsupportedIsa(
             msg.trim_start_matches("unsupported instruction set: ")

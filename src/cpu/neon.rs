@@ -1,10 +1,8 @@
-//! NEON (aarch64) kernels: the 16-lane vector as four `float32x4_t`, and the
-//! `#[target_feature]` entry points of the packed kernels (pointwise, depthwise, direct conv,
-//! global depthwise, linear). Reached only through `Kernels::for_isa(Isa::Neon)`.
+//! NEON (aarch64) kernels: the 16-lane vector as four `float32x4_t` and its tile constants;
+//! the `#[target_feature]` entry points come from `simd::{forward,backward}_entries!`.
+//! Reached only through `Kernels::for_isa(Isa::Neon)`.
 
-use super::packed::{Epilogue, PointwiseShape};
 use super::simd::{self, F32x16};
-use super::{packed, ConvGeom, Kernels};
 use std::arch::aarch64::*;
 
 /// Register blocking per kernel (rows of 16 channels per micro-tile). Four `float32x4_t` per
@@ -87,134 +85,8 @@ impl F32x16 for NeonF32x16 {
     }
 }
 
-#[target_feature(enable = "neon")]
-unsafe fn pointwise_impl(s: &PointwiseShape, x: &[f32], w: &[f32], ep: &Epilogue, y: &mut [f32]) {
-    simd::pointwise::<NeonF32x16, POINTWISE_ROWS>(s, x, w, ep, y)
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn depthwise_impl(g: &ConvGeom, x: &[f32], w: &[f32], ep: &Epilogue, y: &mut [f32]) {
-    simd::depthwise::<NeonF32x16, DEPTHWISE_ROWS>(g, x, w, ep, y)
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn direct_conv_impl(g: &ConvGeom, x: &[f32], w: &[f32], ep: &Epilogue, y: &mut [f32]) {
-    simd::direct_conv::<NeonF32x16, DIRECT_ROWS>(g, x, w, ep, y)
-}
-
-#[target_feature(enable = "neon")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn global_depthwise_impl(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-) {
-    simd::global_depthwise::<NeonF32x16>(n, c, hw, x, w, b, y)
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn linear_impl(
-    n: usize,
-    k: usize,
-    m: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-) {
-    simd::linear::<NeonF32x16, LINEAR_ROWS>(n, k, m, x, w, b, y)
-}
-
-/// Pointwise 1×1 conv on blocked pixels, bias + PReLU + residual fused.
-pub(super) fn pointwise_conv_neon(
-    s: &PointwiseShape,
-    x: &[f32],
-    w: &[f32],
-    ep: &Epilogue,
-    y: &mut [f32],
-) {
-    // SAFETY: only reachable through the NEON table, built after NEON was detected;
-    // `simd::pointwise` checks every slice length before its raw-pointer loops.
-    unsafe { pointwise_impl(s, x, w, ep, y) }
-}
-
-/// Depthwise conv (3×3 fast path, any size works) on blocked planes, bias + PReLU fused.
-pub(super) fn depthwise_conv_neon(
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    ep: &Epilogue,
-    y: &mut [f32],
-) {
-    // SAFETY: as in `pointwise_conv_neon`; `simd::depthwise` checks the lengths.
-    unsafe { depthwise_impl(g, x, w, ep, y) }
-}
-
-/// Dense conv (the stem) from NCHW to blocked output, bias + PReLU fused.
-pub(super) fn direct_conv_neon(g: &ConvGeom, x: &[f32], w: &[f32], ep: &Epilogue, y: &mut [f32]) {
-    // SAFETY: as in `pointwise_conv_neon`; `simd::direct_conv` checks the lengths.
-    unsafe { direct_conv_impl(g, x, w, ep, y) }
-}
-
-/// Global depthwise conv on blocked maps.
-pub(super) fn global_depthwise_neon(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-) {
-    // SAFETY: as in `pointwise_conv_neon`; `simd::global_depthwise` checks the lengths.
-    unsafe { global_depthwise_impl(n, c, hw, x, w, b, y) }
-}
-
-/// Linear layer with packed weights.
-pub(super) fn linear_neon(
-    n: usize,
-    k: usize,
-    m: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-) {
-    // SAFETY: as in `pointwise_conv_neon`; `simd::linear` checks the lengths.
-    unsafe { linear_impl(n, k, m, x, w, b, y) }
-}
-
-/// The general NCHW conv entry of the NEON table: any shape, routed to the packed kernels.
-pub(super) fn conv2d_neon(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    packed::conv2d_via_packed(&Kernels::neon_unchecked(), g, x, w, bias, y)
-}
-
-/// The plain-layout linear entry of the NEON table.
-pub(super) fn linear_plain_neon(
-    n: usize,
-    k: usize,
-    m: usize,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    packed::linear_via_packed(&Kernels::neon_unchecked(), n, k, m, x, w, b, y)
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn fma_probe_impl(iterations: usize) -> f32 {
-    simd::fma_probe::<NeonF32x16, PROBE_CHAINS>(iterations)
-}
-
-/// `PROBE_CHAINS × 16 × iterations` register-only FMAs (the peak probe of `bridge-bench`).
-pub(super) fn fma_probe_neon(iterations: usize) -> f32 {
-    // SAFETY: only reachable through this ISA's table, built after the CPU was checked.
-    unsafe { fma_probe_impl(iterations) }
-}
-
-simd::backward_entries!("neon", NeonF32x16, pointwise_rows = 6);
+// The table entries (`forward::pointwise_packed`, …, `backward::prelu_backward`, …): written
+// once in `simd`, instantiated here with this file's vector type and tile constants.
+simd::forward_entries!("neon", NeonF32x16, table = neon_unchecked);
+// The backward pointwise tile has as many rows as the forward one: the same register budget.
+simd::backward_entries!("neon", NeonF32x16, pointwise_rows = POINTWISE_ROWS);

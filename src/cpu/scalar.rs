@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the specification every fast kernel is tested against.
 //! Plain loops, no unsafe, no layout tricks; shapes are validated by the caller (`ops`).
 
-use super::ConvGeom;
+use super::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad};
 
 /// General 2-D convolution, NCHW input, OIHW weights (`[c_out, c_in/groups, kh, kw]`),
 /// any kernel size, stride, padding and group count. `y` is `[n, c_out, out_h, out_w]`.
@@ -190,7 +190,8 @@ fn cst<T: Float>(v: f64) -> T {
 
 /// Gradient of a general conv (any groups, stride, padding) with respect to its input:
 /// `dx[n, ic, iy, ix] = Σ dy[n, oc, oy, ox] · w[oc, ic_g, ky, kx]` over the taps that read it.
-pub fn conv2d_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+pub fn conv2d_backward_data<T: Float>(g: &ConvGeom, a: ConvDataGrad<'_, T>) {
+    let ConvDataGrad { dy, w, dx } = a;
     let (oh, ow) = (g.out_h(), g.out_w());
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
@@ -227,7 +228,8 @@ pub fn conv2d_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut 
 }
 
 /// Gradient of a general conv with respect to its weights (OIHW), summed over the batch.
-pub fn conv2d_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+pub fn conv2d_backward_weight<T: Float>(g: &ConvGeom, a: ConvWeightGrad<'_, T>) {
+    let ConvWeightGrad { x, dy, dw } = a;
     let (oh, ow) = (g.out_h(), g.out_w());
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
@@ -265,7 +267,8 @@ pub fn conv2d_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mu
 
 /// Depthwise conv (`groups == c_in == c_out`) input gradient; same result as
 /// `conv2d_backward_data`, with the channel loop outermost so each map is touched once.
-pub fn depthwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+pub fn depthwise_backward_data<T: Float>(g: &ConvGeom, a: ConvDataGrad<'_, T>) {
+    let ConvDataGrad { dy, w, dx } = a;
     let (oh, ow) = (g.out_h(), g.out_w());
     let (kh, kw) = (g.kh, g.kw);
     dx[..g.input_len()].fill(T::zero());
@@ -299,7 +302,8 @@ pub fn depthwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &m
 }
 
 /// Depthwise conv weight gradient (`[c, 1, kh, kw]`), summed over the batch.
-pub fn depthwise_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+pub fn depthwise_backward_weight<T: Float>(g: &ConvGeom, a: ConvWeightGrad<'_, T>) {
+    let ConvWeightGrad { x, dy, dw } = a;
     let (oh, ow) = (g.out_h(), g.out_w());
     let (kh, kw) = (g.kh, g.kw);
     dw[..g.weight_len()].fill(T::zero());
@@ -333,7 +337,8 @@ pub fn depthwise_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: 
 
 /// Pointwise conv (1×1, stride 1, no padding, one group) input gradient:
 /// `dx[n, ci, p] = Σ_co w[co, ci] · dy[n, co, p]`.
-pub fn pointwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+pub fn pointwise_backward_data<T: Float>(g: &ConvGeom, a: ConvDataGrad<'_, T>) {
+    let ConvDataGrad { dy, w, dx } = a;
     let hw = g.h * g.w;
     dx[..g.input_len()].fill(T::zero());
     for n in 0..g.n {
@@ -351,7 +356,8 @@ pub fn pointwise_backward_data<T: Float>(g: &ConvGeom, dy: &[T], w: &[T], dx: &m
 }
 
 /// Pointwise conv weight gradient: `dw[co, ci] = Σ_{n,p} dy[n, co, p] · x[n, ci, p]`.
-pub fn pointwise_backward_weight<T: Float>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T]) {
+pub fn pointwise_backward_weight<T: Float>(g: &ConvGeom, a: ConvWeightGrad<'_, T>) {
+    let ConvWeightGrad { x, dy, dw } = a;
     let hw = g.h * g.w;
     dw[..g.weight_len()].fill(T::zero());
     for n in 0..g.n {
@@ -414,21 +420,21 @@ pub fn batch_norm_train_forward<T: Float>(
 }
 
 /// Backward of training-mode batch-norm, given the batch mean and biased variance of the forward.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_backward<T: Float>(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    mean: &[T],
-    var: &[T],
-    eps: T,
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) {
+pub fn batch_norm_train_backward<T: Float>(a: BatchNormBackward<'_, T>) {
+    let BatchNormBackward {
+        n,
+        c,
+        hw,
+        x,
+        dy,
+        gamma,
+        mean,
+        var,
+        eps,
+        dx,
+        dgamma,
+        dbeta,
+    } = a;
     let count = cst::<T>((n * hw) as f64);
     for ch in 0..c {
         let invstd = T::one() / (var[ch] + eps).sqrt();
@@ -576,21 +582,21 @@ pub fn l2_normalize_backward<T: Float>(n: usize, d: usize, x: &[T], dy: &[T], dx
 
 /// Backward of inference-mode batch-norm `y = (x − mean)·γ/√(var + ε) + β` (fixed statistics):
 /// every gradient is elementwise. Writes `dx`, `dgamma` and `dbeta`.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_eval_backward<T: Float>(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    mean: &[T],
-    var: &[T],
-    eps: T,
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) {
+pub fn batch_norm_eval_backward<T: Float>(a: BatchNormBackward<'_, T>) {
+    let BatchNormBackward {
+        n,
+        c,
+        hw,
+        x,
+        dy,
+        gamma,
+        mean,
+        var,
+        eps,
+        dx,
+        dgamma,
+        dbeta,
+    } = a;
     dgamma[..c].fill(T::zero());
     dbeta[..c].fill(T::zero());
     for b in 0..n {

@@ -2,12 +2,12 @@
 //! values, buffer reuse by liveness, and the launchers of kernels/graph.cu. It knows nothing of
 //! `model::graph` or ONNX: the model layer converts a graph into a [`GpuGraph`].
 
+use super::buffer::{DevBuf, Precision};
 use super::device::CudaDevice;
 use super::driver_err;
-use super::student::{
-    dim, need, plane_cfg, pointwise_on, push, push_mut, push_opt, same_precision, DevBuf, Gemm,
-    Precision,
-};
+use super::gemm::Gemm;
+use super::launch::pointwise::pointwise_on;
+use super::launch::{dim, need, plane_cfg, push, push_mut, push_opt, same_precision};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use std::sync::Arc;

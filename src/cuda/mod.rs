@@ -3,14 +3,22 @@
 //! error and rng; tests compare with `cpu::scalar`) and never panics when CUDA is missing.
 
 pub mod bench;
+pub mod buffer;
 pub mod compile;
 pub mod device;
+pub mod gemm;
 pub mod graph;
+pub mod launch;
+pub mod layers;
 pub mod student;
 pub mod train;
 
+pub use buffer::Precision;
 pub use device::CudaDevice;
-pub use student::{CudaStudent, Depthwise, Gemm, Precision, StudentLayers};
+pub use gemm::Gemm;
+pub use launch::depthwise::Depthwise;
+pub use layers::StudentLayers;
+pub use student::CudaStudent;
 
 use crate::error::{Error, Result};
 

@@ -101,8 +101,9 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Evaluation> {
     if opts.resolution == 0 {
-        return Err(Error::InvalidArgument(
-            "--resolution must be positive".into(),
+        return Err(Error::parameter(
+            "resolution",
+            "`resolution` must be positive",
         ));
     }
     let folder = ImageFolder::open(data)?;

@@ -269,7 +269,7 @@ pub fn gpu_graph(graph: &Graph, input_shape: &[usize]) -> Result<GpuGraph> {
             }
             other => {
                 return Err(Error::Cuda(format!(
-                    "the GPU graph executor does not run {} (node `{}`); use --device cpu",
+                    "the GPU graph executor does not run {} (node `{}`); run this model on the CPU",
                     match other {
                         Op::Flatten { axis } => format!("Flatten at axis {axis}"),
                         Op::Reshape { .. } => "a Reshape that changes the batch".into(),

@@ -729,9 +729,7 @@ impl StudentNet {
             return Ok(Tensor::zeros(&[0, EMBEDDING_SIZE]));
         }
         if threads == 0 {
-            return Err(Error::InvalidArgument(
-                "--threads must be at least 1".into(),
-            ));
+            return Err(Error::parameter("threads", "`threads` must be at least 1"));
         }
         let face = 3 * self.info.resolution * self.info.resolution;
         let mut out = vec![0.0f32; n * EMBEDDING_SIZE];

@@ -67,9 +67,7 @@ impl Teacher {
             )));
         }
         if threads == 0 {
-            return Err(Error::InvalidArgument(
-                "--threads must be at least 1".into(),
-            ));
+            return Err(Error::parameter("threads", "`threads` must be at least 1"));
         }
         let chunk = self.graph.spec.inputs[0].shape[0].unwrap_or(TEACHER_FACES_PER_CHUNK);
         if chunk == 0 || n % chunk != 0 {

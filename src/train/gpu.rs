@@ -9,7 +9,8 @@ use super::{
 use crate::autograd::student::{is_trainable, BnBatchStats};
 use crate::autograd::Tape;
 use crate::cpu::Kernels;
-use crate::cuda::train::{BnStats, CudaTrainNet, TrainBlock, TrainConv, TrainLayers};
+use crate::cuda::layers::{BnStats, TrainBlock, TrainConv, TrainLayers};
+use crate::cuda::train::CudaTrainNet;
 use crate::cuda::CudaDevice;
 use crate::error::{Error, Result};
 use crate::model::student::{StudentParams, BLOCKS, BN_EPS, STEM_CHANNELS};

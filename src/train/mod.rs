@@ -339,10 +339,13 @@ fn classify_and_backward(
         tape.add_grad(emb, Tensor::new(&[n, EMBEDDING_SIZE], demb)?)?;
     }
     if !loss.is_finite() {
-        return Err(Error::InvalidArgument(format!(
-            "training diverged at step {} (loss {loss}); lower --lr",
-            state.step
-        )));
+        return Err(Error::parameter(
+            "lr",
+            format!(
+                "training diverged at step {} (loss {loss}); lower `lr`",
+                state.step
+            ),
+        ));
     }
     tape.backward(cos, Tensor::new(&[n, classes], dcos)?)?;
     Ok(HeadResult {

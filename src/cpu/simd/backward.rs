@@ -1,517 +1,15 @@
-//! The packed kernels' loop nests, written once over a 16-lane vector type (`F32x16`) that each
-//! ISA file (avx2, avx512, neon) implements and instantiates inside its `#[target_feature]` shims.
-//! Must not be called except through those shims: it has no feature checks of its own.
+//! The trainer's hot backward kernels and training-mode batch-norm on plain NCHW tensors, and
+//! `backward_entries!`, which writes an ISA's `#[target_feature]` shims around them. Must not
+//! check CPU features (the table does) nor accumulate into its outputs.
 //!
-//! Every function here is `#[inline(always)]`, so each instantiation is compiled into the ISA
-//! shim's body, where the shim's target features let the intrinsics inline too. Register
-//! blocking (`R`, rows per micro-tile) is chosen per ISA by the caller; tails use smaller tiles.
+//! The contracts are those of the references in `scalar` (outputs overwritten, never
+//! accumulated into). Summation orders differ from the references (vector lanes, fused
+//! multiply–adds), so results agree up to rounding. Lengths are checked with `assert!` before
+//! any raw pointer use.
 
-use super::packed::{
-    blocks, check_depthwise, check_direct, check_global_depthwise, check_linear, check_pointwise,
-    padded, Epilogue, PointwiseShape, BLOCK,
-};
-use super::ConvGeom;
-
-/// Sixteen f32 lanes: one AVX-512 register, two AVX2 registers or four NEON registers.
-///
-/// # Safety
-/// Every method requires the implementing ISA to be present, and pointer arguments must be
-/// valid for 16 consecutive f32 reads or writes.
-pub(super) trait F32x16: Copy {
-    unsafe fn zero() -> Self;
-    unsafe fn splat(v: f32) -> Self;
-    unsafe fn load(p: *const f32) -> Self;
-    unsafe fn store(self, p: *mut f32);
-    /// `self + a·b`, fused.
-    unsafe fn mul_add(self, a: Self, b: Self) -> Self;
-    unsafe fn add(self, b: Self) -> Self;
-    /// `self < 0 ? self·alpha : self`, lane by lane (the scalar PReLU exactly).
-    unsafe fn prelu(self, alpha: Self) -> Self;
-    unsafe fn mul(self, b: Self) -> Self;
-    unsafe fn sub(self, b: Self) -> Self;
-    /// `self < 0 ? if_neg : otherwise`, lane by lane (the backward kernels' PReLU mask).
-    unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self;
-    /// The sum of the 16 lanes (in lane order; only used for short reductions).
-    #[inline(always)]
-    unsafe fn sum(self) -> f32 {
-        let mut out = [0.0f32; 16];
-        self.store(out.as_mut_ptr());
-        out.iter().sum()
-    }
-}
-
-/// Vectors of one output block's epilogue: bias, optional slopes.
-#[derive(Clone, Copy)]
-struct BlockEpilogue<V> {
-    bias: V,
-    alpha: Option<V>,
-}
-
-impl<V: F32x16> BlockEpilogue<V> {
-    #[inline(always)]
-    unsafe fn new(ep: &Epilogue, block: usize) -> Self {
-        BlockEpilogue {
-            bias: V::load(ep.bias.as_ptr().add(block * BLOCK)),
-            alpha: ep.prelu.map(|a| V::load(a.as_ptr().add(block * BLOCK))),
-        }
-    }
-
-    /// Applies bias, PReLU and the optional residual (at `res`, may be null) and stores to `y`.
-    #[inline(always)]
-    unsafe fn finish(&self, acc: V, res: *const f32, y: *mut f32) {
-        let mut v = acc.add(self.bias);
-        if let Some(a) = self.alpha {
-            v = v.prelu(a);
-        }
-        if !res.is_null() {
-            v = v.add(V::load(res));
-        }
-        v.store(y);
-    }
-}
-
-/// Runs a tail tile of a power-of-two height at most `$rows` (8, 4, 2 or 1, so only four
-/// tail sizes are compiled per kernel) and evaluates to that height.
-macro_rules! tail_tile {
-    ($rows:expr, $f:ident :: <$V:ty> ($($arg:expr),* $(,)?)) => {{
-        let rows = $rows;
-        if rows >= 8 {
-            $f::<$V, 8>($($arg),*);
-            8
-        } else if rows >= 4 {
-            $f::<$V, 4>($($arg),*);
-            4
-        } else if rows >= 2 {
-            $f::<$V, 2>($($arg),*);
-            2
-        } else {
-            $f::<$V, 1>($($arg),*);
-            1
-        }
-    }};
-}
-
-// ------------------------------------------------------------------ pointwise (GEMM-like)
-
-/// Pixels per cache chunk: the chunk's input (`padded(c_in) × 96 × 4` bytes, 96 KiB at 256
-/// channels) stays in L2 while every output block's weights (16 KiB) stream through L1.
-const POINTWISE_CHUNK: usize = 96;
-
-/// `T` pixels × 16 output channels: `T` accumulators, one weight vector and one broadcast
-/// input per multiply–add, so `T` independent FMA chains hide the FMA latency.
-#[inline(always)]
-unsafe fn pointwise_tile<V: F32x16, const T: usize>(
-    cbi: usize,
-    block_stride: usize,
-    x: *const f32,
-    w: *const f32,
-    ep: BlockEpilogue<V>,
-    res: *const f32,
-    y: *mut f32,
-) {
-    let mut acc = [V::zero(); T];
-    let mut wp = w;
-    for ib in 0..cbi {
-        let xb = x.add(ib * block_stride);
-        for l in 0..BLOCK {
-            let wv = V::load(wp);
-            wp = wp.add(BLOCK);
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = a.mul_add(V::splat(*xb.add(r * BLOCK + l)), wv);
-            }
-        }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        let rp = if res.is_null() {
-            res
-        } else {
-            res.add(r * BLOCK)
-        };
-        ep.finish(*a, rp, y.add(r * BLOCK));
-    }
-}
-
-/// # Safety
-/// The ISA of `V` must be present. Lengths are checked here.
-#[inline(always)]
-pub(super) unsafe fn pointwise<V: F32x16, const R: usize>(
-    s: &PointwiseShape,
-    x: &[f32],
-    w: &[f32],
-    ep: &Epilogue,
-    y: &mut [f32],
-) {
-    check_pointwise(s, x, w, ep, y);
-    let ci = padded(s.c_in);
-    let (cbi, px) = (ci / BLOCK, s.pixels);
-    let block_stride = px * BLOCK;
-    let (xp, wp, yp) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
-    let res = ep.residual.map_or(std::ptr::null(), |r| r.as_ptr());
-    let mut p0 = 0;
-    while p0 < px {
-        let pend = (p0 + POINTWISE_CHUNK).min(px);
-        for ob in 0..blocks(s.c_out) {
-            let bep = BlockEpilogue::<V>::new(ep, ob);
-            let wb = wp.add(ob * ci * BLOCK);
-            let out = ob * block_stride;
-            let mut p = p0;
-            while p < pend {
-                let rows = (pend - p).min(R);
-                let off = out + p * BLOCK;
-                let rp = if res.is_null() { res } else { res.add(off) };
-                let xt = xp.add(p * BLOCK);
-                let yt = yp.add(off);
-                p += if rows == R {
-                    pointwise_tile::<V, R>(cbi, block_stride, xt, wb, bep, rp, yt);
-                    R
-                } else {
-                    tail_tile!(
-                        rows,
-                        pointwise_tile::<V>(cbi, block_stride, xt, wb, bep, rp, yt)
-                    )
-                };
-            }
-        }
-        p0 = pend;
-    }
-}
-
-// ------------------------------------------------------------------ depthwise
-
-/// `T` adjacent output pixels of one 16-channel plane; `x` points at the padded input under
-/// the first pixel's top-left tap. `kh`, `kw` are literals (3) on the hot path, so the tap
-/// loops unroll.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_tile<V: F32x16, const T: usize>(
-    kh: usize,
-    kw: usize,
-    stride_w: usize,
-    row_stride: usize,
-    x: *const f32,
-    w: *const f32,
-    ep: BlockEpilogue<V>,
-    y: *mut f32,
-) {
-    let mut acc = [V::zero(); T];
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = V::load(w.add((ky * kw + kx) * BLOCK));
-            let xr = x.add(ky * row_stride + kx * BLOCK);
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = a.mul_add(V::load(xr.add(r * stride_w * BLOCK)), wv);
-            }
-        }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        ep.finish(*a, std::ptr::null(), y.add(r * BLOCK));
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_plane<V: F32x16, const R: usize>(
-    g: &ConvGeom,
-    kh: usize,
-    kw: usize,
-    pad_w: usize,
-    x: *const f32,
-    w: *const f32,
-    ep: BlockEpilogue<V>,
-    y: *mut f32,
-) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let row_stride = pad_w * BLOCK;
-    for oy in 0..oh {
-        let xrow = x.add(oy * g.stride_h * row_stride);
-        let yrow = y.add(oy * ow * BLOCK);
-        let mut ox = 0;
-        while ox < ow {
-            let rows = (ow - ox).min(R);
-            let xt = xrow.add(ox * g.stride_w * BLOCK);
-            let yt = yrow.add(ox * BLOCK);
-            ox += if rows == R {
-                depthwise_tile::<V, R>(kh, kw, g.stride_w, row_stride, xt, w, ep, yt);
-                R
-            } else {
-                tail_tile!(
-                    rows,
-                    depthwise_tile::<V>(kh, kw, g.stride_w, row_stride, xt, w, ep, yt)
-                )
-            };
-        }
-    }
-}
-
-/// # Safety
-/// The ISA of `V` must be present. Lengths are checked here.
-#[inline(always)]
-pub(super) unsafe fn depthwise<V: F32x16, const R: usize>(
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    ep: &Epilogue,
-    y: &mut [f32],
-) {
-    check_depthwise(g, x, w, ep, y);
-    let (ph, pw) = (g.h + g.pad_t + g.pad_b, g.w + g.pad_l + g.pad_r);
-    let (oh, ow, taps) = (g.out_h(), g.out_w(), g.kh * g.kw);
-    // Each plane is copied into a zero-bordered scratch so the tap loops need no bounds tests.
-    let mut scratch = vec![0.0f32; ph * pw * BLOCK];
-    let plane = g.h * g.w * BLOCK;
-    for cb in 0..blocks(g.c_in) {
-        let bep = BlockEpilogue::<V>::new(ep, cb);
-        let wb = w.as_ptr().add(cb * taps * BLOCK);
-        for n in 0..g.n {
-            let src = &x[(cb * g.n + n) * plane..(cb * g.n + n + 1) * plane];
-            for iy in 0..g.h {
-                let d = ((iy + g.pad_t) * pw + g.pad_l) * BLOCK;
-                scratch[d..d + g.w * BLOCK]
-                    .copy_from_slice(&src[iy * g.w * BLOCK..(iy + 1) * g.w * BLOCK]);
-            }
-            let yt = y.as_mut_ptr().add((cb * g.n + n) * oh * ow * BLOCK);
-            let sp = scratch.as_ptr();
-            if g.kh == 3 && g.kw == 3 {
-                depthwise_plane::<V, R>(g, 3, 3, pw, sp, wb, bep, yt);
-            } else {
-                depthwise_plane::<V, R>(g, g.kh, g.kw, pw, sp, wb, bep, yt);
-            }
-        }
-    }
-}
-
-// ------------------------------------------------------------------ direct (dense) conv
-
-/// `T` adjacent output pixels × 16 output channels of a dense conv; `x` points into the
-/// zero-padded NCHW image at channel 0, under the first pixel's top-left tap.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn direct_tile<V: F32x16, const T: usize>(
-    c_in: usize,
-    kh: usize,
-    kw: usize,
-    stride_w: usize,
-    row_stride: usize,
-    plane_stride: usize,
-    x: *const f32,
-    w: *const f32,
-    ep: BlockEpilogue<V>,
-    y: *mut f32,
-) {
-    let mut acc = [V::zero(); T];
-    let mut wp = w;
-    for ic in 0..c_in {
-        let xc = x.add(ic * plane_stride);
-        for ky in 0..kh {
-            let xr = xc.add(ky * row_stride);
-            for kx in 0..kw {
-                let wv = V::load(wp);
-                wp = wp.add(BLOCK);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    *a = a.mul_add(V::splat(*xr.add(r * stride_w + kx)), wv);
-                }
-            }
-        }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        ep.finish(*a, std::ptr::null(), y.add(r * BLOCK));
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn direct_rows<V: F32x16, const R: usize>(
-    g: &ConvGeom,
-    kh: usize,
-    kw: usize,
-    pw: usize,
-    plane_stride: usize,
-    x: *const f32,
-    w: *const f32,
-    ep: BlockEpilogue<V>,
-    y: *mut f32,
-) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    for oy in 0..oh {
-        let xrow = x.add(oy * g.stride_h * pw);
-        let yrow = y.add(oy * ow * BLOCK);
-        let mut ox = 0;
-        while ox < ow {
-            let rows = (ow - ox).min(R);
-            let xt = xrow.add(ox * g.stride_w);
-            let yt = yrow.add(ox * BLOCK);
-            ox += if rows == R {
-                direct_tile::<V, R>(g.c_in, kh, kw, g.stride_w, pw, plane_stride, xt, w, ep, yt);
-                R
-            } else {
-                tail_tile!(
-                    rows,
-                    direct_tile::<V>(g.c_in, kh, kw, g.stride_w, pw, plane_stride, xt, w, ep, yt)
-                )
-            };
-        }
-    }
-}
-
-/// # Safety
-/// The ISA of `V` must be present. Lengths are checked here.
-#[inline(always)]
-pub(super) unsafe fn direct_conv<V: F32x16, const R: usize>(
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    ep: &Epilogue,
-    y: &mut [f32],
-) {
-    check_direct(g, x, w, ep, y);
-    let (ph, pw) = (g.h + g.pad_t + g.pad_b, g.w + g.pad_l + g.pad_r);
-    let (oh, ow, taps) = (g.out_h(), g.out_w(), g.kh * g.kw);
-    let plane_stride = ph * pw;
-    let mut scratch = vec![0.0f32; g.c_in * plane_stride];
-    for n in 0..g.n {
-        for ic in 0..g.c_in {
-            for iy in 0..g.h {
-                let s = ((n * g.c_in + ic) * g.h + iy) * g.w;
-                let d = ic * plane_stride + (iy + g.pad_t) * pw + g.pad_l;
-                scratch[d..d + g.w].copy_from_slice(&x[s..s + g.w]);
-            }
-        }
-        let sp = scratch.as_ptr();
-        for ob in 0..blocks(g.c_out) {
-            let bep = BlockEpilogue::<V>::new(ep, ob);
-            let wb = w.as_ptr().add(ob * g.c_in * taps * BLOCK);
-            let yt = y.as_mut_ptr().add((ob * g.n + n) * oh * ow * BLOCK);
-            if g.kh == 3 && g.kw == 3 {
-                direct_rows::<V, R>(g, 3, 3, pw, plane_stride, sp, wb, bep, yt);
-            } else {
-                direct_rows::<V, R>(g, g.kh, g.kw, pw, plane_stride, sp, wb, bep, yt);
-            }
-        }
-    }
-}
-
-// ------------------------------------------------------------------ head: global depthwise, linear
-
-/// # Safety
-/// The ISA of `V` must be present. Lengths are checked here.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn global_depthwise<V: F32x16>(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    y: &mut [f32],
-) {
-    check_global_depthwise(n, c, hw, x, w, bias, y);
-    let cp = padded(c);
-    for cb in 0..blocks(c) {
-        let b = V::load(bias.as_ptr().add(cb * BLOCK));
-        let wb = w.as_ptr().add(cb * hw * BLOCK);
-        for i in 0..n {
-            let xb = x.as_ptr().add((cb * n + i) * hw * BLOCK);
-            // Sequential order, like the reference: the sum is short (hw ≤ 16 for the student).
-            let mut acc = V::zero();
-            for p in 0..hw {
-                acc = acc.mul_add(V::load(xb.add(p * BLOCK)), V::load(wb.add(p * BLOCK)));
-            }
-            acc.add(b).store(y.as_mut_ptr().add(i * cp + cb * BLOCK));
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn linear_tile<V: F32x16, const T: usize>(
-    k: usize,
-    mp: usize,
-    x: *const f32,
-    w: *const f32,
-    b: V,
-    y: *mut f32,
-) {
-    let mut acc = [V::zero(); T];
-    for i in 0..k {
-        let wv = V::load(w.add(i * BLOCK));
-        for (r, a) in acc.iter_mut().enumerate() {
-            *a = a.mul_add(V::splat(*x.add(r * k + i)), wv);
-        }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        a.add(b).store(y.add(r * mp));
-    }
-}
-
-/// # Safety
-/// The ISA of `V` must be present. Lengths are checked here.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn linear<V: F32x16, const R: usize>(
-    n: usize,
-    k: usize,
-    m: usize,
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    y: &mut [f32],
-) {
-    check_linear(n, k, m, x, w, bias, y);
-    let mp = padded(m);
-    for ob in 0..blocks(m) {
-        let b = V::load(bias.as_ptr().add(ob * BLOCK));
-        let wb = w.as_ptr().add(ob * k * BLOCK);
-        let mut r0 = 0;
-        while r0 < n {
-            let rows = (n - r0).min(R);
-            let xt = x.as_ptr().add(r0 * k);
-            let yt = y.as_mut_ptr().add(r0 * mp + ob * BLOCK);
-            r0 += if rows == R {
-                linear_tile::<V, R>(k, mp, xt, wb, b, yt);
-                R
-            } else {
-                tail_tile!(rows, linear_tile::<V>(k, mp, xt, wb, b, yt))
-            };
-        }
-    }
-}
-
-// ------------------------------------------------------------------ FMA peak probe
-
-/// `C` chains of independent fused multiply–adds on registers only (`C` is chosen per ISA to
-/// fill the register file without spilling and to exceed latency × ports): `C × 16 ×
-/// iterations` FMAs with no loads, the single-core FMA ceiling the benchmarks compare
-/// kernels against. Returns a value derived from every accumulator so the work is kept.
-///
-/// # Safety
-/// The ISA of `V` must be present.
-#[inline(always)]
-pub(super) unsafe fn fma_probe<V: F32x16, const C: usize>(iterations: usize) -> f32 {
-    let mut acc = [V::zero(); C];
-    let a = V::splat(0.999_99);
-    let b = V::splat(1e-6);
-    for _ in 0..iterations {
-        for x in acc.iter_mut() {
-            // x = x·a + b: each FMA depends on the previous one of its chain, and no operand
-            // pair is constant, so the compiler cannot fold the product away.
-            *x = b.mul_add(*x, a);
-        }
-    }
-    let mut sum = V::zero();
-    for x in acc {
-        sum = sum.add(x);
-    }
-    let mut out = [0.0f32; BLOCK];
-    sum.store(out.as_mut_ptr());
-    out.iter().sum()
-}
-
-// ------------------------------------------------------------------ backward kernels (training)
-//
-// The trainer's hot backward kernels and training-mode batch-norm on plain NCHW tensors, with
-// the same contracts as their references in `scalar` (outputs overwritten, never accumulated
-// into). Summation orders differ from the references (vector lanes, fused multiply–adds), so
-// results agree up to rounding. Lengths are checked with `assert!` before any raw pointer use.
+use super::F32x16;
+use crate::cpu::packed::{blocks, padded, BLOCK};
+use crate::cpu::ConvGeom;
 
 /// Pixels per vector in the NCHW backward kernels (one `F32x16`).
 const LANES: usize = BLOCK;
@@ -579,7 +77,7 @@ unsafe fn pointwise_data_column<V: F32x16, const R: usize>(
 /// # Safety
 /// The ISA of `V` must be present.
 #[inline(always)]
-pub(super) unsafe fn pointwise_backward_data<V: F32x16, const R: usize>(
+pub(in crate::cpu) unsafe fn pointwise_backward_data<V: F32x16, const R: usize>(
     g: &ConvGeom,
     dy: &[f32],
     w: &[f32],
@@ -648,7 +146,7 @@ unsafe fn pointwise_weight_tile<V: F32x16, const T: usize>(
 /// # Safety
 /// The ISA of `V` must be present.
 #[inline(always)]
-pub(super) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize>(
+pub(in crate::cpu) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize>(
     g: &ConvGeom,
     x: &[f32],
     dy: &[f32],
@@ -692,7 +190,7 @@ pub(super) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize>(
 
 /// Whether a depthwise geometry takes the vector path: 3×3, pad 1 on every side, the same
 /// stride 1 or 2 in both directions. Anything else runs the scalar reference.
-pub(super) fn depthwise_backward_fast(g: &ConvGeom) -> bool {
+pub(in crate::cpu) fn depthwise_backward_fast(g: &ConvGeom) -> bool {
     g.kh == 3
         && g.kw == 3
         && g.stride_h == g.stride_w
@@ -747,7 +245,7 @@ fn depthwise_tap_vectors(w: &[f32], c: usize, cb: usize) -> [f32; 9 * BLOCK] {
 /// # Safety
 /// The ISA of `V` must be present and `depthwise_backward_fast(g)` must hold.
 #[inline(always)]
-pub(super) unsafe fn depthwise_backward_data<V: F32x16>(
+pub(in crate::cpu) unsafe fn depthwise_backward_data<V: F32x16>(
     g: &ConvGeom,
     dy: &[f32],
     w: &[f32],
@@ -796,7 +294,7 @@ pub(super) unsafe fn depthwise_backward_data<V: F32x16>(
 /// # Safety
 /// The ISA of `V` must be present and `depthwise_backward_fast(g)` must hold.
 #[inline(always)]
-pub(super) unsafe fn depthwise_backward_weight<V: F32x16>(
+pub(in crate::cpu) unsafe fn depthwise_backward_weight<V: F32x16>(
     g: &ConvGeom,
     x: &[f32],
     dy: &[f32],
@@ -846,7 +344,7 @@ pub(super) unsafe fn depthwise_backward_weight<V: F32x16>(
 /// The ISA of `V` must be present.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn prelu_backward<V: F32x16>(
+pub(in crate::cpu) unsafe fn prelu_backward<V: F32x16>(
     n: usize,
     c: usize,
     hw: usize,
@@ -925,7 +423,7 @@ unsafe fn channel_sum<V: F32x16>(
 /// The ISA of `V` must be present.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn batch_norm_train_forward<V: F32x16>(
+pub(in crate::cpu) unsafe fn batch_norm_train_forward<V: F32x16>(
     n: usize,
     c: usize,
     hw: usize,
@@ -983,7 +481,7 @@ pub(super) unsafe fn batch_norm_train_forward<V: F32x16>(
 /// The ISA of `V` must be present.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn batch_norm_train_backward<V: F32x16>(
+pub(in crate::cpu) unsafe fn batch_norm_train_backward<V: F32x16>(
     n: usize,
     c: usize,
     hw: usize,
@@ -1043,13 +541,14 @@ pub(super) unsafe fn batch_norm_train_backward<V: F32x16>(
 /// kernels above: each a `#[target_feature]` shim around the generic loop nest. Depthwise
 /// geometries other than `depthwise_backward_fast` go to the scalar reference.
 macro_rules! backward_entries {
-    ($feature:literal, $V:ident, pointwise_rows = $R:expr) => {
-        /// The trainer's backward kernels for this ISA (see `simd`'s backward section).
+    ($feature:literal, $V:ident, pointwise_rows = $R:ident) => {
+        /// The trainer's backward kernels for this ISA (see `simd::backward`).
         pub(super) mod backward {
             use super::$V as V;
-            use $crate::cpu::{scalar, simd, ConvGeom};
+            use $crate::cpu::simd::backward as simd;
+            use $crate::cpu::{scalar, BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad};
 
-            const R: usize = $R;
+            const R: usize = super::$R;
 
             #[target_feature(enable = $feature)]
             unsafe fn pointwise_data_impl(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
@@ -1119,49 +618,33 @@ macro_rules! backward_entries {
             }
 
             /// Pointwise conv input gradient.
-            pub(in crate::cpu) fn pointwise_backward_data(
-                g: &ConvGeom,
-                dy: &[f32],
-                w: &[f32],
-                dx: &mut [f32],
-            ) {
+            pub(in crate::cpu) fn pointwise_backward_data(g: &ConvGeom, a: ConvDataGrad<'_>) {
+                let ConvDataGrad { dy, w, dx } = a;
                 // SAFETY: only reachable through this ISA's table, built after the CPU was
                 // checked; the loop nest asserts every slice length before using pointers.
                 unsafe { pointwise_data_impl(g, dy, w, dx) }
             }
             /// Pointwise conv weight gradient.
-            pub(in crate::cpu) fn pointwise_backward_weight(
-                g: &ConvGeom,
-                x: &[f32],
-                dy: &[f32],
-                dw: &mut [f32],
-            ) {
+            pub(in crate::cpu) fn pointwise_backward_weight(g: &ConvGeom, a: ConvWeightGrad<'_>) {
+                let ConvWeightGrad { x, dy, dw } = a;
                 // SAFETY: as in `pointwise_backward_data`.
                 unsafe { pointwise_weight_impl(g, x, dy, dw) }
             }
             /// Depthwise conv input gradient (3×3 pad 1 stride 1/2 fast, else the reference).
-            pub(in crate::cpu) fn depthwise_backward_data(
-                g: &ConvGeom,
-                dy: &[f32],
-                w: &[f32],
-                dx: &mut [f32],
-            ) {
+            pub(in crate::cpu) fn depthwise_backward_data(g: &ConvGeom, a: ConvDataGrad<'_>) {
                 if !simd::depthwise_backward_fast(g) {
-                    return scalar::depthwise_backward_data::<f32>(g, dy, w, dx);
+                    return scalar::depthwise_backward_data::<f32>(g, a);
                 }
+                let ConvDataGrad { dy, w, dx } = a;
                 // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
                 unsafe { depthwise_data_impl(g, dy, w, dx) }
             }
             /// Depthwise conv weight gradient (3×3 pad 1 stride 1/2 fast, else the reference).
-            pub(in crate::cpu) fn depthwise_backward_weight(
-                g: &ConvGeom,
-                x: &[f32],
-                dy: &[f32],
-                dw: &mut [f32],
-            ) {
+            pub(in crate::cpu) fn depthwise_backward_weight(g: &ConvGeom, a: ConvWeightGrad<'_>) {
                 if !simd::depthwise_backward_fast(g) {
-                    return scalar::depthwise_backward_weight::<f32>(g, x, dy, dw);
+                    return scalar::depthwise_backward_weight::<f32>(g, a);
                 }
+                let ConvWeightGrad { x, dy, dw } = a;
                 // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
                 unsafe { depthwise_weight_impl(g, x, dy, dw) }
             }
@@ -1198,21 +681,21 @@ macro_rules! backward_entries {
                 unsafe { bn_forward_impl(n, c, hw, x, gamma, beta, eps, y, mean, var) }
             }
             /// Training-mode batch-norm backward.
-            #[allow(clippy::too_many_arguments)]
-            pub(in crate::cpu) fn batch_norm_train_backward(
-                n: usize,
-                c: usize,
-                hw: usize,
-                x: &[f32],
-                dy: &[f32],
-                gamma: &[f32],
-                mean: &[f32],
-                var: &[f32],
-                eps: f32,
-                dx: &mut [f32],
-                dgamma: &mut [f32],
-                dbeta: &mut [f32],
-            ) {
+            pub(in crate::cpu) fn batch_norm_train_backward(a: BatchNormBackward<'_>) {
+                let BatchNormBackward {
+                    n,
+                    c,
+                    hw,
+                    x,
+                    dy,
+                    gamma,
+                    mean,
+                    var,
+                    eps,
+                    dx,
+                    dgamma,
+                    dbeta,
+                } = a;
                 // SAFETY: as in `pointwise_backward_data`.
                 unsafe {
                     bn_backward_impl(n, c, hw, x, dy, gamma, mean, var, eps, dx, dgamma, dbeta)
@@ -1221,4 +704,4 @@ macro_rules! backward_entries {
         }
     };
 }
-pub(super) use backward_entries;
+pub(in crate::cpu) use backward_entries;
