@@ -27,8 +27,9 @@ impl FaceSet {
     /// Lists `roots`, keeping at most `max_identities` identities of each (all if `None`).
     pub fn open(roots: &[PathBuf], max_identities: Option<usize>) -> Result<FaceSet> {
         if roots.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no training data given (--data DIR, one or more)".into(),
+            return Err(Error::parameter(
+                "data",
+                "no training data given (`data`: one or more ImageFolder roots)",
             ));
         }
         let mut set = FaceSet {
@@ -151,7 +152,7 @@ impl ViewSet {
         seed: u64,
     ) -> Result<ViewSet> {
         if views == 0 {
-            return Err(Error::InvalidArgument("--views must be at least 1".into()));
+            return Err(Error::parameter("views", "`views` must be at least 1"));
         }
         if images.len() != labels.len() {
             return Err(Error::Shape(format!(
@@ -248,19 +249,22 @@ impl<'a> LrViews<'a> {
     /// 4..=112.
     pub fn check(per_image: usize, views: usize, resolutions: &[usize]) -> Result<()> {
         if per_image == 0 || per_image > views {
-            return Err(Error::InvalidArgument(format!(
-                "--lr-views must be 1 to --views ({views}), got {per_image}"
-            )));
+            return Err(Error::parameter(
+                "lr_views",
+                format!("`lr_views` must be 1 to the number of views ({views}), got {per_image}"),
+            ));
         }
         if resolutions.is_empty() {
-            return Err(Error::InvalidArgument(
-                "--lr-resolutions needs at least one resolution".into(),
+            return Err(Error::parameter(
+                "lr_resolutions",
+                "`lr_resolutions` needs at least one resolution",
             ));
         }
         if let Some(r) = resolutions.iter().find(|r| !(4..=112).contains(*r)) {
-            return Err(Error::InvalidArgument(format!(
-                "--lr-resolutions: {r} px is outside 4..=112"
-            )));
+            return Err(Error::parameter(
+                "lr_resolutions",
+                format!("`lr_resolutions`: {r} px is outside 4..=112"),
+            ));
         }
         Ok(())
     }

@@ -266,18 +266,21 @@ impl Bridge {
         };
         let set = FaceSet::open(&roots, max_ids)?;
         if set.fingerprint() != meta("data_fingerprint")? {
-            return Err(Error::InvalidArgument(format!(
-                "the data ({}) is not the set {} was made on (listing fingerprint {} vs {}); \
-                 run step 1 again or give the original --data",
-                roots
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                path.display(),
-                set.fingerprint(),
-                meta("data_fingerprint")?
-            )));
+            return Err(Error::parameter(
+                "data",
+                format!(
+                    "the data ({}) is not the set {} was made on (listing fingerprint {} vs {}); \
+                 run step 1 again or give the original `data`",
+                    roots
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    path.display(),
+                    set.fingerprint(),
+                    meta("data_fingerprint")?
+                ),
+            ));
         }
         let num = |key: &str| -> Result<u64> {
             meta(key)?.parse().map_err(|_| Error::Metadata {

@@ -178,7 +178,79 @@ pub fn train_head(
             "the head needs at least 1 epoch and a batch of at least 2".into(),
         ));
     }
-    // For each view, the low-resolution rows that copy it.
+    let copies = copies_of_views(lr, m, cfg)?;
+    let batch = cfg.batch.min(m);
+    let per_epoch = m / batch;
+    let schedule = Schedule {
+        base_lr: cfg.lr,
+        warmup: per_epoch as u64,
+        total: (cfg.epochs * per_epoch) as u64,
+        decay: Decay::Cosine { min_lr: 0.0 },
+    };
+    let mut opt = Optimizer::new(
+        Rule::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        cfg.weight_decay,
+    )?;
+    let bar = progress_bar(schedule.total, "bridge head", "steps", progress);
+    let mut history = Vec::new();
+    let mut step = 0u64;
+    for epoch in 0..cfg.epochs {
+        let order = epoch_order(m, cfg.seed ^ HEAD_ORDER_STREAM, epoch);
+        let (mut cl, mut sl, mut ll, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+        for b in 0..per_epoch {
+            let batch_views = HeadBatch {
+                idx: &order[b * batch..(b + 1) * batch],
+                raw,
+                labels,
+                copies: &copies,
+                lr,
+            };
+            let (losses, grads) = head_gradients(k, head, &batch_views, cfg)?;
+            if !losses.is_finite() {
+                return Err(Error::parameter(
+                    "head_lr",
+                    format!("bridge head training diverged at step {step}; lower `head_lr`"),
+                ));
+            }
+            apply_head_step(head, &mut opt, grads, schedule.lr(step))?;
+            step += 1;
+            cl += losses.class as f64;
+            sl += losses.structure as f64;
+            ll += losses.consistency as f64;
+            correct += losses.correct;
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.3} + {:.4}",
+                epoch + 1,
+                cfg.epochs,
+                losses.class,
+                losses.structure
+            ));
+            bar.inc(1);
+        }
+        history.push(HeadEpoch {
+            epoch,
+            class_loss: cl / per_epoch as f64,
+            structure_loss: sl / per_epoch as f64,
+            lr_loss: ll / per_epoch as f64,
+            accuracy: correct as f64 / (per_epoch * batch) as f64,
+        });
+    }
+    bar.finish_and_clear();
+    Ok(history)
+}
+
+/// Mixed into the seed for the head's batch order, so that it never follows the same stream as
+/// the views drawn from the same seed.
+const HEAD_ORDER_STREAM: u64 = 0x4EAD;
+
+/// For each view, the low-resolution rows that copy it (empty without copies); checks the
+/// copies' shapes and the consistency weight.
+fn copies_of_views(lr: Option<&LrFeatures>, m: usize, cfg: &HeadConfig) -> Result<Vec<Vec<usize>>> {
+    let d = TEACHER_EMBEDDING;
     let mut copies: Vec<Vec<usize>> = vec![Vec::new(); m];
     if let Some(lr) = lr {
         if lr.raw.len() != lr.hr_row.len() * d {
@@ -203,162 +275,178 @@ pub fn train_head(
             )));
         }
     }
-    let batch = cfg.batch.min(m);
-    let per_epoch = m / batch;
-    let schedule = Schedule {
-        base_lr: cfg.lr,
-        warmup: per_epoch as u64,
-        total: (cfg.epochs * per_epoch) as u64,
-        decay: Decay::Cosine { min_lr: 0.0 },
-    };
-    let mut opt = Optimizer::new(
-        Rule::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
-        cfg.weight_decay,
-    )?;
-    let bar = progress_bar(schedule.total, "bridge head", "steps", progress);
-    let mut history = Vec::new();
-    let mut step = 0u64;
-    for epoch in 0..cfg.epochs {
-        let order = epoch_order(m, cfg.seed ^ 0x4EAD, epoch);
-        let (mut cl, mut sl, mut ll, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize);
-        for b in 0..per_epoch {
-            let idx = &order[b * batch..(b + 1) * batch];
-            let mut x = Vec::with_capacity(batch * d);
-            for &i in idx {
-                x.extend_from_slice(&raw[i * d..(i + 1) * d]);
-            }
-            let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-            let mut tape = Tape::new(k);
-            let t = tape.leaf(Tensor::new(&[batch, d], x.clone())?, false);
-            let (a, mut leaves) = head.record(&mut tape, t)?;
-            let centres = tape.leaf(head.get(CENTRES)?.clone(), true);
-            leaves.insert(CENTRES.to_string(), centres);
-            let unit = tape.l2_normalize(centres)?;
-            let cos = tape.linear(a, unit)?;
-            // The low-resolution copies of this batch's views: (position in the batch, row).
-            let pairs: Vec<(usize, usize)> = idx
-                .iter()
-                .enumerate()
-                .flat_map(|(p, &i)| copies[i].iter().map(move |&l| (p, l)))
-                .collect();
-            let low = match lr {
-                Some(lr) if !pairs.is_empty() => {
-                    let mut xl = Vec::with_capacity(pairs.len() * d);
-                    for &(_, l) in &pairs {
-                        xl.extend_from_slice(&lr.raw[l * d..(l + 1) * d]);
-                    }
-                    let tl = tape.leaf(Tensor::new(&[pairs.len(), d], xl)?, false);
-                    let al = BridgeHead::record_with(&mut tape, tl, &leaves)?;
-                    let cos_l = tape.linear(al, unit)?;
-                    Some((al, cos_l))
-                }
-                _ => None,
-            };
-            let mut dcos = vec![0.0f32; batch * classes];
-            let (lc, ok) = margin_softmax(
-                tape.value(cos).data(),
-                batch,
-                classes,
-                &y,
-                cfg.scale as f64,
-                cfg.margin,
-                &mut dcos,
-            )?;
-            let mut da = vec![0.0f32; batch * d];
-            let ls = relation_distillation(tape.value(a).data(), &x, batch, d, &mut da)?;
-            da.iter_mut().for_each(|g| *g *= cfg.structure_weight);
-            // Low-resolution copies: margin softmax, and consistency with their views.
-            let mut low_grads = None;
-            let (mut lcl, mut lconsist) = (0.0f32, 0.0f32);
-            if let Some((al, cos_l)) = low {
-                let p = pairs.len();
-                let yl: Vec<usize> = pairs.iter().map(|&(q, _)| y[q]).collect();
-                let mut dcos_l = vec![0.0f32; p * classes];
-                (lcl, _) = margin_softmax(
-                    tape.value(cos_l).data(),
-                    p,
-                    classes,
-                    &yl,
-                    cfg.scale as f64,
-                    cfg.margin,
-                    &mut dcos_l,
-                )?;
-                let av = tape.value(a).data();
-                let mut ah = Vec::with_capacity(p * d);
-                for &(q, _) in &pairs {
-                    ah.extend_from_slice(&av[q * d..(q + 1) * d]);
-                }
-                let alv = tape.value(al).data();
-                let (mut dal, mut dah) = (vec![0.0f32; p * d], vec![0.0f32; p * d]);
-                lconsist = cosine_regression(alv, &ah, p, d, &mut dal)?;
-                cosine_regression(&ah, alv, p, d, &mut dah)?;
-                let w = cfg.lr_consistency;
-                dal.iter_mut().for_each(|g| *g *= w);
-                for (row, &(q, _)) in dah.chunks(d).zip(&pairs) {
-                    for (o, g) in da[q * d..(q + 1) * d].iter_mut().zip(row) {
-                        *o += w * g;
-                    }
-                }
-                low_grads = Some((al, dal, cos_l, dcos_l, p));
-            }
-            if ![lc, ls, lcl, lconsist].iter().all(|v| v.is_finite()) {
-                return Err(Error::InvalidArgument(format!(
-                    "bridge head training diverged at step {step}; lower --head-lr"
-                )));
-            }
-            tape.add_grad(a, Tensor::new(&[batch, d], da)?)?;
-            match low_grads {
-                // The copies were recorded last: seed every gradient, then run back from them.
-                Some((al, dal, cos_l, dcos_l, p)) => {
-                    tape.add_grad(cos, Tensor::new(&[batch, classes], dcos)?)?;
-                    tape.add_grad(al, Tensor::new(&[p, d], dal)?)?;
-                    tape.backward(cos_l, Tensor::new(&[p, classes], dcos_l)?)?;
-                }
-                None => tape.backward(cos, Tensor::new(&[batch, classes], dcos)?)?,
-            }
-            let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
-            for (name, v) in &leaves {
-                let g = tape.grad(*v).map(|g| g.data().to_vec());
-                let len = head.get(name)?.numel();
-                grads.push((name.clone(), g.unwrap_or_else(|| vec![0.0; len])));
-            }
-            drop(tape);
-            let mut views: Vec<&mut [f32]> =
-                grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
-            clip_grad_norm(&mut views, 5.0);
-            let mut updates: Vec<(&str, &mut [f32], &[f32], bool)> = Vec::new();
-            for ((name, t), (gname, g)) in head.tensors.iter_mut().zip(&grads) {
-                debug_assert_eq!(name, gname);
-                let decay = name == FC1 || name == FC2;
-                updates.push((name.as_str(), t.data_mut(), g.as_slice(), decay));
-            }
-            opt.step(&mut updates, schedule.lr(step))?;
-            step += 1;
-            cl += lc as f64;
-            sl += ls as f64;
-            ll += lconsist as f64;
-            correct += ok;
-            bar.set_message(format!(
-                "epoch {}/{} loss {lc:.3} + {ls:.4}",
-                epoch + 1,
-                cfg.epochs
-            ));
-            bar.inc(1);
-        }
-        history.push(HeadEpoch {
-            epoch,
-            class_loss: cl / per_epoch as f64,
-            structure_loss: sl / per_epoch as f64,
-            lr_loss: ll / per_epoch as f64,
-            accuracy: correct as f64 / (per_epoch * batch) as f64,
-        });
+    Ok(copies)
+}
+
+/// The rows of one step of the head: which views, their features and labels, and their
+/// low-resolution copies.
+struct HeadBatch<'a> {
+    idx: &'a [usize],
+    raw: &'a [f32],
+    labels: &'a [usize],
+    copies: &'a [Vec<usize>],
+    lr: Option<&'a LrFeatures<'a>>,
+}
+
+/// One step's loss terms (unweighted) and correctly classified views.
+struct HeadLosses {
+    class: f32,
+    structure: f32,
+    lr_class: f32,
+    consistency: f32,
+    correct: usize,
+}
+
+impl HeadLosses {
+    fn is_finite(&self) -> bool {
+        [self.class, self.structure, self.lr_class, self.consistency]
+            .iter()
+            .all(|v| v.is_finite())
     }
-    bar.finish_and_clear();
-    Ok(history)
+}
+
+/// Records the head on one batch and its low-resolution copies, computes every loss term
+/// (margin softmax on views and copies, the structure term, the copies' consistency with their
+/// views) and runs the backward pass; returns the losses and each head tensor's gradient, in the
+/// head's tensor order.
+fn head_gradients(
+    k: &Kernels,
+    head: &BridgeHead,
+    hb: &HeadBatch,
+    cfg: &HeadConfig,
+) -> Result<(HeadLosses, Vec<(String, Vec<f32>)>)> {
+    let d = TEACHER_EMBEDDING;
+    let classes = head.classes();
+    let batch = hb.idx.len();
+    let mut x = Vec::with_capacity(batch * d);
+    for &i in hb.idx {
+        x.extend_from_slice(&hb.raw[i * d..(i + 1) * d]);
+    }
+    let y: Vec<usize> = hb.idx.iter().map(|&i| hb.labels[i]).collect();
+    let mut tape = Tape::new(k);
+    let t = tape.leaf(Tensor::new(&[batch, d], x.clone())?, false);
+    let (a, mut leaves) = head.record(&mut tape, t)?;
+    let centres = tape.leaf(head.get(CENTRES)?.clone(), true);
+    leaves.insert(CENTRES.to_string(), centres);
+    let unit = tape.l2_normalize(centres)?;
+    let cos = tape.linear(a, unit)?;
+    // The low-resolution copies of this batch's views: (position in the batch, row).
+    let pairs: Vec<(usize, usize)> = hb
+        .idx
+        .iter()
+        .enumerate()
+        .flat_map(|(p, &i)| hb.copies[i].iter().map(move |&l| (p, l)))
+        .collect();
+    let low = match hb.lr {
+        Some(lr) if !pairs.is_empty() => {
+            let mut xl = Vec::with_capacity(pairs.len() * d);
+            for &(_, l) in &pairs {
+                xl.extend_from_slice(&lr.raw[l * d..(l + 1) * d]);
+            }
+            let tl = tape.leaf(Tensor::new(&[pairs.len(), d], xl)?, false);
+            let al = BridgeHead::record_with(&mut tape, tl, &leaves)?;
+            let cos_l = tape.linear(al, unit)?;
+            Some((al, cos_l))
+        }
+        _ => None,
+    };
+    let mut dcos = vec![0.0f32; batch * classes];
+    let (lc, ok) = margin_softmax(
+        tape.value(cos).data(),
+        batch,
+        classes,
+        &y,
+        cfg.scale as f64,
+        cfg.margin,
+        &mut dcos,
+    )?;
+    let mut da = vec![0.0f32; batch * d];
+    let ls = relation_distillation(tape.value(a).data(), &x, batch, d, &mut da)?;
+    da.iter_mut().for_each(|g| *g *= cfg.structure_weight);
+    // Low-resolution copies: margin softmax, and consistency with their views.
+    let mut low_grads = None;
+    let (mut lcl, mut lconsist) = (0.0f32, 0.0f32);
+    if let Some((al, cos_l)) = low {
+        let p = pairs.len();
+        let yl: Vec<usize> = pairs.iter().map(|&(q, _)| y[q]).collect();
+        let mut dcos_l = vec![0.0f32; p * classes];
+        (lcl, _) = margin_softmax(
+            tape.value(cos_l).data(),
+            p,
+            classes,
+            &yl,
+            cfg.scale as f64,
+            cfg.margin,
+            &mut dcos_l,
+        )?;
+        let av = tape.value(a).data();
+        let mut ah = Vec::with_capacity(p * d);
+        for &(q, _) in &pairs {
+            ah.extend_from_slice(&av[q * d..(q + 1) * d]);
+        }
+        let alv = tape.value(al).data();
+        let (mut dal, mut dah) = (vec![0.0f32; p * d], vec![0.0f32; p * d]);
+        lconsist = cosine_regression(alv, &ah, p, d, &mut dal)?;
+        cosine_regression(&ah, alv, p, d, &mut dah)?;
+        let w = cfg.lr_consistency;
+        dal.iter_mut().for_each(|g| *g *= w);
+        for (row, &(q, _)) in dah.chunks(d).zip(&pairs) {
+            for (o, g) in da[q * d..(q + 1) * d].iter_mut().zip(row) {
+                *o += w * g;
+            }
+        }
+        low_grads = Some((al, dal, cos_l, dcos_l, p));
+    }
+    let losses = HeadLosses {
+        class: lc,
+        structure: ls,
+        lr_class: lcl,
+        consistency: lconsist,
+        correct: ok,
+    };
+    if !losses.is_finite() {
+        return Ok((losses, Vec::new()));
+    }
+    tape.add_grad(a, Tensor::new(&[batch, d], da)?)?;
+    match low_grads {
+        // The copies were recorded last: seed every gradient, then run back from them.
+        Some((al, dal, cos_l, dcos_l, p)) => {
+            tape.add_grad(cos, Tensor::new(&[batch, classes], dcos)?)?;
+            tape.add_grad(al, Tensor::new(&[p, d], dal)?)?;
+            tape.backward(cos_l, Tensor::new(&[p, classes], dcos_l)?)?;
+        }
+        None => tape.backward(cos, Tensor::new(&[batch, classes], dcos)?)?,
+    }
+    let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
+    for (name, v) in &leaves {
+        let g = tape.grad(*v).map(|g| g.data().to_vec());
+        let len = head.get(name)?.numel();
+        grads.push((name.clone(), g.unwrap_or_else(|| vec![0.0; len])));
+    }
+    Ok((losses, grads))
+}
+
+/// Clips the head's gradients (global norm 5) and takes one AdamW step at `lr`, with weight
+/// decay on the two linear layers only.
+fn apply_head_step(
+    head: &mut BridgeHead,
+    opt: &mut Optimizer,
+    mut grads: Vec<(String, Vec<f32>)>,
+    lr: f32,
+) -> Result<()> {
+    let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|(_, g)| g.as_mut_slice()).collect();
+    clip_grad_norm(&mut views, 5.0);
+    let mut updates: Vec<(&str, &mut [f32], &[f32], bool)> = Vec::new();
+    for ((name, t), (gname, g)) in head.tensors.iter_mut().zip(&grads) {
+        if name != gname {
+            return Err(Error::Shape(format!(
+                "head gradient `{gname}` does not match tensor `{name}`"
+            )));
+        }
+        let decay = name == FC1 || name == FC2;
+        updates.push((name.as_str(), t.data_mut(), g.as_slice(), decay));
+    }
+    opt.step(&mut updates, lr)
 }
 
 /// Adapted features of every row of `raw`, in chunks.

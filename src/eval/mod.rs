@@ -538,6 +538,16 @@ pub fn evaluate_faces(
         }
     }
     let emb = Embeddings { dim, rows };
+    // The protocols number identities 0..k; a split's labels are a subset of a larger set's.
+    let mut index = HashMap::new();
+    let labels: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            let next = index.len();
+            *index.entry(*l).or_insert(next)
+        })
+        .collect();
+    let labels = labels.as_slice();
     let mut rng = Rng::new(seed);
     let pairs = protocol::generated_pairs(labels, FOLDS, &mut rng)?;
     let verification = verify(&pairs, &emb, &emb)?;
@@ -624,6 +634,37 @@ mod tests {
             batch: 4,
             degrade: None,
         }
+    }
+
+    /// In-memory faces with any identity numbers (a held-out split's) get the same protocols:
+    /// a perfect model scores perfectly, and the FAR-1% threshold separates the colours.
+    #[test]
+    fn evaluate_faces_takes_a_split_s_labels_and_calibrates_a_threshold() {
+        let mut rng = Rng::new(3);
+        let (mut faces, mut labels) = (Vec::new(), Vec::new());
+        for (k, id) in [9usize, 19, 29, 39].iter().enumerate() {
+            for _ in 0..3 {
+                let pixels: Vec<u8> = (0..16 * 16)
+                    .flat_map(|_| COLOURS[k])
+                    .map(|c| (c as i32 + rng.below(21) as i32 - 10) as u8)
+                    .collect();
+                faces.push(Rgb8 {
+                    width: 16,
+                    height: 16,
+                    pixels,
+                });
+                labels.push(*id);
+            }
+        }
+        let model = ColourEmbedder {
+            side: 4,
+            calls: Cell::new(0),
+        };
+        let (v, i, threshold) = evaluate_faces(&faces, &labels, &model, 8, 1).unwrap();
+        assert_eq!(v.kfold.mean, 1.0);
+        assert_eq!((i.rank1, i.rank5), (1.0, 1.0));
+        assert!(threshold > 0.2 && threshold <= 1.0, "threshold {threshold}");
+        assert!(evaluate_faces(&faces, &labels[1..], &model, 8, 1).is_err());
     }
 
     #[test]
