@@ -197,7 +197,7 @@ fn eval_cross_resolution_reports_the_gallery_model() {
     assert!(text.contains("probe.safetensors at 8px: AUC "), "{text}");
     assert!(
         text.contains(
-            "cross: gallery gallery.safetensors at 16px, probes probe.safetensors at 8px: AUC "
+            "cross: probes probe.safetensors at 8px, gallery gallery.safetensors at 16px: AUC "
         ),
         "{text}"
     );

@@ -8,6 +8,7 @@ pub mod training;
 use super::{Evaluation, Identification, Verification, CMC_RANKS};
 use crate::error::{Error, Result};
 use crate::weights::write_atomic;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -142,8 +143,8 @@ impl<'a> EvalSeries<'a> {
         if let Some(c) = &e.cross {
             v.push(EvalSeries {
                 label: format!(
-                    "cross: gallery {} at {}px, probes {name} at {}px",
-                    gallery, c.gallery_input, e.resolution
+                    "cross: probes {name} at {}px, gallery {gallery} at {}px",
+                    e.resolution, c.gallery_input
                 ),
                 verification: &c.verification,
                 identification: &c.identification,
@@ -256,6 +257,30 @@ pub fn write_eval_figure(path: &Path, figure: &EvalFigure) -> Result<()> {
     write_figure(path, figure)
 }
 
+/// The log FAR axis with a labelled line at every decade from `FAR_MIN` (plotters' own log key
+/// points can miss the left edge) and light lines at 2–9 × each decade.
+fn far_axis() -> WithKeyPoints<LogCoord<f64>> {
+    let decades = (FAR_MIN.log10().round() as i32)..=0;
+    let bold: Vec<f64> = decades.clone().map(|e| 10f64.powi(e)).collect();
+    let light: Vec<f64> = decades
+        .filter(|&e| e < 0)
+        .flat_map(|e| (2..10).map(move |m| m as f64 * 10f64.powi(e)))
+        .collect();
+    (FAR_MIN..1.0f64)
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
+}
+
+/// A FAR tick label: 1e-4, 1e-3, 1e-2, 0.1, 1.
+fn far_label(v: f64) -> String {
+    if v >= 0.1 {
+        format!("{v}")
+    } else {
+        format!("{v:.0e}")
+    }
+}
+
 fn style(colour: RGBColor, width: u32) -> ShapeStyle {
     ShapeStyle {
         color: colour.to_rgba(),
@@ -349,12 +374,12 @@ impl EvalFigure<'_> {
             .margin_right(28)
             .x_label_area_size(52)
             .y_label_area_size(64)
-            .build_cartesian_2d((FAR_MIN..1.0f64).log_scale(), 0.0..1.0f64)?;
+            .build_cartesian_2d(far_axis(), 0.0..1.0f64)?;
         chart
             .configure_mesh()
             .x_desc("false accept rate (FAR; below 1e-4 drawn at the left edge)")
             .y_desc("true accept rate (TAR)")
-            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .x_label_formatter(&|v| far_label(*v))
             .y_label_formatter(&|v| format!("{v:.1}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
@@ -389,13 +414,18 @@ impl EvalFigure<'_> {
                 .into_iter()
                 .zip([v.tar_at_far_1e3, v.tar_at_far_1e2])
             {
-                let dy = -18 - 17 * k as i32;
+                // Above the marker, or below it near the top edge where there is no room.
+                let dy = if tar > 0.85 {
+                    6 + 16 * k as i32
+                } else {
+                    -18 - 16 * k as i32
+                };
                 chart.draw_series(std::iter::once(
                     EmptyElement::at((far, tar))
                         + Circle::new((0, 0), 5, s.colour().filled())
                         + Text::new(
                             format!("{:.1}%", 100.0 * tar),
-                            (6, dy.max(-18 - 17 * 3)),
+                            (6, dy),
                             (FONT, 13).into_font().color(&s.colour()),
                         ),
                 ))?;
@@ -496,13 +526,8 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &EvalSer
     let genuine = histogram(&v.genuine_scores, lo, hi);
     let impostor = histogram(&v.impostor_scores, lo, hi);
     let top = genuine.iter().chain(&impostor).cloned().fold(0.0, f64::max) * 1.15;
-    let caption = if s.dashed {
-        format!("{} (scores)", s.label)
-    } else {
-        format!("{}: scores", s.label)
-    };
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 15).into_font())
+        .caption(format!("scores: {}", s.label), (FONT, 14).into_font())
         .margin(10)
         .margin_right(20)
         .x_label_area_size(40)

@@ -268,19 +268,21 @@ impl TrainingFigure<'_> {
             .configure_mesh()
             .x_desc("epoch")
             .y_desc(y_desc)
+            // Epochs are whole numbers: ticks between them stay unlabelled.
+            .x_labels(log.epochs.len().clamp(2, 11))
             .x_label_formatter(&|v| {
-                if (v - v.round()).abs() < 1e-9 {
+                if (v - v.round()).abs() < 1e-6 {
                     format!("{v:.0}")
                 } else {
-                    format!("{v:.1}")
+                    String::new()
                 }
             })
-            .y_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .draw()?;
-        for ((idx, name, v), s) in columns.iter().zip(&scale) {
-            let colour = PALETTE[idx % PALETTE.len()];
+        for (k, ((_, name, v), s)) in columns.iter().zip(&scale).enumerate() {
+            let colour = PALETTE[k % PALETTE.len()];
             let points: Vec<(f64, f64)> = log
                 .epochs
                 .iter()
@@ -306,8 +308,10 @@ impl TrainingFigure<'_> {
         chart
             .configure_series_labels()
             .position(match kind {
+                ColumnKind::Loss => SeriesLabelPosition::UpperRight,
                 ColumnKind::Quality => SeriesLabelPosition::LowerRight,
-                _ => SeriesLabelPosition::UpperRight,
+                // Learning rates decay towards the lower right.
+                ColumnKind::Other => SeriesLabelPosition::LowerLeft,
             })
             .label_font((FONT, 13))
             .background_style(WHITE.mix(0.85))
