@@ -128,17 +128,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         batch: args.batch,
         degrade,
     };
+    let names = legend_names(&args.model);
     let mut reports = Vec::with_capacity(models.len());
-    for (spec, model) in args.model.iter().zip(&models) {
+    for (name, model) in names.iter().zip(&models) {
         // Drawn on stderr, and hidden by indicatif when stderr is not a terminal.
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{} {{bar:40}} {{pos}}/{{len}} faces ({{per_sec}}, eta {{eta}})",
-                short_model_name(spec)
-            ))
+            ProgressStyle::with_template(
+                "{prefix} {bar:40} {pos}/{len} faces ({per_sec}, eta {eta})",
+            )
             .map_err(|e| Error::InvalidArgument(format!("progress bar template: {e}")))?,
         );
+        bar.set_prefix(name.clone());
         let report = evaluate(
             &args.data,
             model.as_ref(),
@@ -153,7 +154,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         reports.push(report?);
     }
     if let Some(path) = &args.plot {
-        let names: Vec<String> = args.model.iter().map(|m| short_model_name(m)).collect();
         let gallery = args
             .gallery_model
             .as_deref()
@@ -171,6 +171,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         print!("{}", texts.join("\n"));
     }
     Ok(())
+}
+
+/// The names of the `--model` values in the legend and progress bar: `student`, `teacher` or a
+/// file's name, or the values as given when two files share a name.
+fn legend_names(specs: &[String]) -> Vec<String> {
+    let short: Vec<String> = specs.iter().map(|m| short_model_name(m)).collect();
+    let clash = (0..short.len()).any(|i| short[i + 1..].contains(&short[i]));
+    if clash {
+        specs.to_vec()
+    } else {
+        short
+    }
 }
 
 /// Draws every report (`names[i]` names `reports[i]`'s model in the legend, `gallery` the
@@ -209,4 +221,20 @@ pub fn write_plot(
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legend_names;
+
+    #[test]
+    fn legend_names_are_short_unless_two_files_share_a_name() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            legend_names(&v(&["student", "runs/a/s.safetensors"])),
+            v(&["student", "s.safetensors"])
+        );
+        let same = v(&["runs/a/s.safetensors", "runs/b/s.safetensors"]);
+        assert_eq!(legend_names(&same), same);
+    }
 }
