@@ -406,20 +406,15 @@ impl EvalFigure<'_> {
                 .collect();
             series_line(&mut chart, s, points)?;
         }
-        // The marked operating points, labelled with their TAR; labels of several series are
-        // stacked so that they do not overlap.
-        for (k, s) in self.series.iter().enumerate() {
+        // The marked operating points, labelled with their TAR.
+        for s in &self.series {
             let v = s.verification;
             for (far, tar) in MARKED_FARS
                 .into_iter()
                 .zip([v.tar_at_far_1e3, v.tar_at_far_1e2])
             {
                 // Above the marker, or below it near the top edge where there is no room.
-                let dy = if tar > 0.85 {
-                    6 + 16 * k as i32
-                } else {
-                    -18 - 16 * k as i32
-                };
+                let dy = if tar > 0.85 { 6 } else { -20 };
                 chart.draw_series(std::iter::once(
                     EmptyElement::at((far, tar))
                         + Circle::new((0, 0), 5, s.colour().filled())
