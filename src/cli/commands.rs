@@ -36,6 +36,7 @@ pub fn run(cmd: Command) -> Result<()> {
         } => verify(&a, &b, threshold, weights, json, model),
         Command::Demo { weights } => super::demo::demo(weights),
         Command::Eval(args) => super::eval::run(args),
+        Command::Plot(args) => super::plot::run(args),
         Command::Train(args) => super::train::run(&args),
         Command::Fetch { only } => super::fetch::fetch(only.as_deref()),
         Command::ImportOnnx { model, out } => super::onnx::import_onnx(&model, &out),

@@ -1,6 +1,7 @@
 //! `bridge demo`, the main job: fetches what is missing, aligns ORL, evaluates the shipped
 //! student at 16×16 against the teacher at 112×112 and on 16×16 faces (plus the cross-resolution
-//! mode when the bridge head is shipped), and times the student. Composition only.
+//! mode when the bridge head is shipped), draws them into one figure beside the table, and times
+//! the student. Composition only.
 
 use super::commands::default_weights;
 use crate::assets;
@@ -8,6 +9,7 @@ use crate::cpu;
 use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
 use crate::eval::embedder::{FaceEmbedder, StudentEmbedder, TeacherEmbedder};
+use crate::eval::plot::{write_eval_figure, EvalFigure, EvalSeries};
 use crate::eval::{evaluate, EvalOptions, Evaluation};
 use crate::model::student::StudentNet;
 use crate::model::teacher::TEACHER_RESOLUTION;
@@ -101,7 +103,7 @@ pub fn demo(weights: Option<PathBuf>) -> Result<()> {
     let s = run_eval("student", &orl, &student, None, r)?;
     let t_hr = run_eval("teacher at 112", &orl, &teacher, None, TEACHER_RESOLUTION)?;
     let t_lr = run_eval("teacher on LR", &orl, &teacher, None, r)?;
-    let cross = match shipped_bridge(&weights) {
+    let cross_eval = match shipped_bridge(&weights) {
         Some(b) => {
             let head = BridgeHead::load(&b)?;
             let hr = TeacherEmbedder::new(
@@ -109,11 +111,11 @@ pub fn demo(weights: Option<PathBuf>) -> Result<()> {
                 Some(head),
                 b.display().to_string(),
             )?;
-            let e = run_eval("cross-resolution", &orl, &student, Some(&hr), r)?;
-            e.cross
+            Some(run_eval("cross-resolution", &orl, &student, Some(&hr), r)?)
         }
         None => None,
     };
+    let cross = cross_eval.as_ref().and_then(|e| e.cross.clone());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fps1 = student_speed(&net, 256, 1)?;
     let fps_all = student_speed(&net, 256, threads)?;
@@ -163,7 +165,13 @@ pub fn demo(weights: Option<PathBuf>) -> Result<()> {
             pct(i.rank1)
         );
     }
+    let figure = Path::new(DEMO_FIGURE_DIR).join(format!("orl-{r}px.png"));
+    write_demo_figure(&figure, &s, &t_hr, &t_lr, cross_eval.as_ref())?;
     println!();
+    println!(
+        "figure: {} (log-FAR ROC, CMC and score histograms of the rows above, with their legend)",
+        figure.display()
+    );
     println!(
         "ORL: {} identities, {} images, {} genuine + {} impostor pairs",
         s.identities, s.images, s.genuine_pairs, s.impostor_pairs
@@ -180,6 +188,46 @@ pub fn demo(weights: Option<PathBuf>) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Where the demo draws its figure, relative to the current folder (git-ignored).
+const DEMO_FIGURE_DIR: &str = "runs/demo";
+
+/// One figure of the table's rows: the student (solid, and its cross-resolution result dashed
+/// when the bridge is shipped), the teacher at 112 and the teacher on the student's faces.
+fn write_demo_figure(
+    path: &Path,
+    student: &Evaluation,
+    teacher_hr: &Evaluation,
+    teacher_lr: &Evaluation,
+    cross: Option<&Evaluation>,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // The cross run's own same-resolution half is the student row again (same model, faces
+    // and seed), so it stands in for `student` and brings its dashed cross curves along.
+    let mut series = EvalSeries::of(
+        "student BridgeNet",
+        "teacher+bridge",
+        cross.unwrap_or(student),
+        0,
+    );
+    series.extend(EvalSeries::of("teacher SFace", "", teacher_hr, 1));
+    series.extend(EvalSeries::of(
+        "teacher SFace (bicubic up)",
+        "",
+        teacher_lr,
+        2,
+    ));
+    let figure = EvalFigure {
+        title: format!(
+            "bridgeface demo on ORL (never trained on): {} identities, {} images, {} + {} pairs",
+            student.identities, student.images, student.genuine_pairs, student.impostor_pairs
+        ),
+        series,
+    };
+    write_eval_figure(path, &figure)
 }
 
 fn net_params(path: &Path) -> Result<String> {

@@ -1,5 +1,6 @@
-//! `bridge eval`: resolves the model names, runs `eval::evaluate` with a progress bar, and prints
-//! the text or JSON report and the ROC plot. Holds no metric or protocol logic.
+//! `bridge eval`: resolves the model names, runs `eval::evaluate` for each `--model` with a
+//! progress bar, and prints the text or JSON reports and draws the figure. Holds no metric or
+//! protocol logic.
 
 use super::commands::default_weights;
 use super::train::DegradeArgs;
@@ -7,8 +8,8 @@ use crate::assets;
 use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};
 use crate::eval::embedder::{FaceEmbedder, StudentEmbedder, TeacherEmbedder};
-use crate::eval::plot::{plot_format, write_roc, Curve, COLORS};
-use crate::eval::{evaluate, EvalOptions};
+use crate::eval::plot::{plot_format, short_model_name, write_eval_figure, EvalFigure, EvalSeries};
+use crate::eval::{evaluate, EvalOptions, Evaluation};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -23,9 +24,11 @@ pub struct EvalArgs {
     #[arg(long)]
     pub resolution: usize,
     /// `student` (the default weights), `teacher` (SFace), or a FILE: a student .safetensors,
-    /// or a step-1 bridge .safetensors (the teacher followed by the bridge head).
+    /// or a step-1 bridge .safetensors (the teacher followed by the bridge head). Give it
+    /// several times to evaluate several models on the same faces and pairs (one report each,
+    /// one figure for all).
     #[arg(long, default_value = "student")]
-    pub model: String,
+    pub model: Vec<String>,
     /// Cross-resolution mode: embed the full-resolution gallery (and the first image of each
     /// pair) with this model instead: `student`, `teacher`, or a FILE.
     #[arg(long)]
@@ -33,10 +36,11 @@ pub struct EvalArgs {
     /// An LFW-format pairs.txt (images resolved under --data) instead of generated pairs.
     #[arg(long)]
     pub pairs: Option<PathBuf>,
-    /// Print the JSON report instead of text.
+    /// Print the JSON report instead of text (with several --model: an array of reports).
     #[arg(long)]
     pub json: bool,
-    /// Draw the ROC curves to this .png or .svg file.
+    /// Draw the figure (log-FAR ROC with TAR at FAR 1e-3 and 1e-2, CMC, score histograms, a
+    /// legend naming each model) to this .png or .svg file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Seeds the impostor pairs and the folds.
@@ -107,7 +111,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
-    let model = load_embedder(&args.model)?;
+    let models = args
+        .model
+        .iter()
+        .map(|m| load_embedder(m))
+        .collect::<Result<Vec<_>>>()?;
     let gallery = args
         .gallery_model
         .as_deref()
@@ -120,57 +128,113 @@ pub fn run(args: EvalArgs) -> Result<()> {
         batch: args.batch,
         degrade,
     };
-    // Drawn on stderr, and hidden by indicatif when stderr is not a terminal.
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} faces ({per_sec}, eta {eta})")
+    let names = legend_names(&args.model);
+    let mut reports = Vec::with_capacity(models.len());
+    for (name, model) in names.iter().zip(&models) {
+        // Drawn on stderr, and hidden by indicatif when stderr is not a terminal.
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {bar:40} {pos}/{len} faces ({per_sec}, eta {eta})",
+            )
             .map_err(|e| Error::InvalidArgument(format!("progress bar template: {e}")))?,
-    );
-    let report = evaluate(
-        &args.data,
-        model.as_ref(),
-        gallery.as_deref(),
-        &opts,
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    );
-    bar.finish_and_clear();
-    let report = report?;
-    if let Some(path) = &args.plot {
-        let mut curves = vec![Curve {
-            label: format!(
-                "{} at {}px (AUC {:.4})",
-                report.model, report.resolution, report.verification.auc
-            ),
-            points: &report.verification.roc,
-        }];
-        if let Some(c) = &report.cross {
-            curves.push(Curve {
-                label: format!(
-                    "gallery {} vs probes at {}px (AUC {:.4})",
-                    c.gallery_model, report.resolution, c.verification.auc
-                ),
-                points: &c.verification.roc,
-            });
-        }
-        write_roc(path, &curves)?;
-        let legend: Vec<String> = curves
-            .iter()
-            .zip(COLORS)
-            .map(|(c, (_, name))| format!("{name}: {}", c.label))
-            .collect();
-        eprintln!(
-            "ROC curves written to {} ({})",
-            path.display(),
-            legend.join("; ")
         );
+        bar.set_prefix(name.clone());
+        let report = evaluate(
+            &args.data,
+            model.as_ref(),
+            gallery.as_deref(),
+            &opts,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        );
+        bar.finish_and_clear();
+        reports.push(report?);
+    }
+    if let Some(path) = &args.plot {
+        let gallery = args
+            .gallery_model
+            .as_deref()
+            .map_or(String::new(), short_model_name);
+        write_plot(path, &args.data, &names, &gallery, &reports)?;
     }
     if args.json {
-        println!("{}", report.to_json());
+        let json = match reports.as_slice() {
+            [one] => one.to_json(),
+            many => serde_json::Value::Array(many.iter().map(Evaluation::to_json).collect()),
+        };
+        println!("{json}");
     } else {
-        print!("{}", report.to_text());
+        let texts: Vec<String> = reports.iter().map(Evaluation::to_text).collect();
+        print!("{}", texts.join("\n"));
     }
     Ok(())
+}
+
+/// The names of the `--model` values in the legend and progress bar: `student`, `teacher` or a
+/// file's name, or the values as given when two files share a name.
+fn legend_names(specs: &[String]) -> Vec<String> {
+    let short: Vec<String> = specs.iter().map(|m| short_model_name(m)).collect();
+    let clash = (0..short.len()).any(|i| short[i + 1..].contains(&short[i]));
+    if clash {
+        specs.to_vec()
+    } else {
+        short
+    }
+}
+
+/// Draws every report (`names[i]` names `reports[i]`'s model in the legend, `gallery` the
+/// cross-resolution gallery model) into one figure and says on stderr where it went.
+pub fn write_plot(
+    path: &Path,
+    data: &Path,
+    names: &[String],
+    gallery: &str,
+    reports: &[Evaluation],
+) -> Result<()> {
+    let series = names
+        .iter()
+        .zip(reports)
+        .enumerate()
+        .flat_map(|(k, (name, e))| EvalSeries::of(name, gallery, e, k))
+        .collect();
+    let first = reports
+        .first()
+        .ok_or_else(|| Error::EmptyInput("no evaluation to plot".into()))?;
+    let figure = EvalFigure {
+        title: format!(
+            "{} — {} identities, {} images, {} genuine + {} impostor pairs",
+            data.display(),
+            first.identities,
+            first.images,
+            first.genuine_pairs,
+            first.impostor_pairs
+        ),
+        series,
+    };
+    write_eval_figure(path, &figure)?;
+    let (w, h) = EvalFigure::size_for(figure.series.len());
+    eprintln!(
+        "figure written to {} ({w}×{h}: ROC, CMC and score histograms; legend in the picture)",
+        path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legend_names;
+
+    #[test]
+    fn legend_names_are_short_unless_two_files_share_a_name() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            legend_names(&v(&["student", "runs/a/s.safetensors"])),
+            v(&["student", "s.safetensors"])
+        );
+        let same = v(&["runs/a/s.safetensors", "runs/b/s.safetensors"]);
+        assert_eq!(legend_names(&same), same);
+    }
 }

@@ -9,6 +9,7 @@ mod distill;
 mod eval;
 mod fetch;
 mod onnx;
+mod plot;
 pub mod teacher_device;
 mod train;
 
@@ -94,6 +95,8 @@ pub enum Command {
     },
     /// Evaluate a model on a labelled folder at a resolution: verification and identification.
     Eval(eval::EvalArgs),
+    /// Draw a training log's curves (loss terms, cosine and accuracy per epoch) to a PNG or SVG.
+    Plot(plot::PlotArgs),
     /// Train the student from scratch by classification on an ImageFolder set.
     Train(Box<train::TrainArgs>),
     /// Bridge distillation: prepare the training faces, step 1 (the bridge head on the frozen

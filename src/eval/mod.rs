@@ -48,13 +48,29 @@ pub struct Verification {
     pub tar_at_far_1e2: f64,
     pub tar_at_far_1e3: f64,
     pub roc: Vec<RocPoint>,
+    /// The scores of the genuine and of the impostor pairs (for the score histograms).
+    pub genuine_scores: Vec<f32>,
+    pub impostor_scores: Vec<f32>,
 }
 
+impl Verification {
+    /// The threshold the report gives: the mean over folds of each fold's chosen threshold.
+    pub fn threshold(&self) -> f64 {
+        self.kfold.thresholds.iter().map(|&t| t as f64).sum::<f64>()
+            / self.kfold.thresholds.len().max(1) as f64
+    }
+}
+
+/// Ranks drawn on the CMC curve: 1 to `CMC_RANKS` (fewer when the gallery is smaller).
+pub const CMC_RANKS: usize = 20;
+
 /// Identification results.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Identification {
     pub rank1: f64,
     pub rank5: f64,
+    /// The CMC curve: `cmc[k - 1]` is the rank-k rate, for k = 1 to min(`CMC_RANKS`, gallery).
+    pub cmc: Vec<f64>,
 }
 
 /// Results of the cross-resolution mode: HR gallery side embedded by another model.
@@ -338,10 +354,22 @@ fn verify(pairs: &[IndexPair], left: &Embeddings, right: &Embeddings) -> Result<
         tar_at_far_1e2: metrics::tar_at_far(&scores, &same, 1e-2)?.tar,
         tar_at_far_1e3: metrics::tar_at_far(&scores, &same, 1e-3)?.tar,
         roc: metrics::roc_curve(&scores, &same)?,
+        genuine_scores: scores
+            .iter()
+            .zip(&same)
+            .filter(|p| *p.1)
+            .map(|p| *p.0)
+            .collect(),
+        impostor_scores: scores
+            .iter()
+            .zip(&same)
+            .filter(|p| !*p.1)
+            .map(|p| *p.0)
+            .collect(),
     })
 }
 
-/// Rank-1 and rank-5 of `probes` (embedded in `probe_emb`) against `gallery` (in `gallery_emb`).
+/// Rank-1, rank-5 and the CMC curve of `probes` (embedded in `probe_emb`) against `gallery` (in `gallery_emb`).
 fn identify(
     gallery_emb: &Embeddings,
     gallery: &[usize],
@@ -357,6 +385,9 @@ fn identify(
     Ok(Identification {
         rank1: metrics::rank_k_rate(&ranks, 1),
         rank5: metrics::rank_k_rate(&ranks, 5),
+        cmc: (1..=CMC_RANKS.min(gallery.len()))
+            .map(|k| metrics::rank_k_rate(&ranks, k))
+            .collect(),
     })
 }
 
@@ -402,8 +433,7 @@ fn verification_json(v: &Verification) -> serde_json::Value {
         "folds": v.kfold.per_fold.len(),
         "accuracy": v.kfold.mean,
         "accuracy_std": v.kfold.std,
-        "threshold": v.kfold.thresholds.iter().map(|&t| t as f64).sum::<f64>()
-            / v.kfold.thresholds.len().max(1) as f64,
+        "threshold": v.threshold(),
         "auc": v.auc,
         "tar_at_far_1e-2": v.tar_at_far_1e2,
         "tar_at_far_1e-3": v.tar_at_far_1e3,
@@ -694,9 +724,15 @@ mod tests {
             e.identification,
             Identification {
                 rank1: 1.0,
-                rank5: 1.0
+                rank5: 1.0,
+                cmc: vec![1.0; 5], // 5 gallery identities
             }
         );
+        assert_eq!(v.genuine_scores.len(), 13);
+        assert_eq!(v.impostor_scores.len(), 13);
+        // Perfect: every genuine score above every impostor score.
+        let lowest_genuine = v.genuine_scores.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(v.impostor_scores.iter().all(|&s| s < lowest_genuine));
         let j = e.to_json();
         assert_eq!(j["verification"]["accuracy"], 1.0);
         assert_eq!(j["pairs"], 26);
@@ -751,6 +787,10 @@ mod tests {
         // Probes of identities 0 and 1 (4 of 8) now match the other identity first.
         assert_eq!(c.identification.rank1, 0.5);
         assert_eq!(c.identification.rank5, 1.0);
+        // The CMC curve: one point per gallery entry, from rank-1 up to everything.
+        let cmc = &c.identification.cmc;
+        assert_eq!((cmc.len(), cmc[0], cmc[3]), (4, 0.5, 1.0));
+        assert!(cmc.windows(2).all(|w| w[0] <= w[1]));
         assert!(c.verification.auc < 1.0);
         assert!(e.to_json()["cross_resolution"]["identification"]["rank1"] == 0.5);
     }
