@@ -1,0 +1,297 @@
+//! Hostile input: decompression and size bombs are refused before any large allocation (each
+//! case runs in a child process that reports how much its peak virtual memory grew), and every
+//! input the fuzzers (fuzz/) found to break a parser is kept here as bytes with the clean error
+//! it must now give.
+
+use bridgeface::data::folder::parse_lfw_pairs;
+use bridgeface::data::image::{decode_rgb8, MAX_IMAGE_SIDE};
+use bridgeface::error::Error;
+use bridgeface::onnx::import_bytes;
+use bridgeface::weights::WeightFile;
+use std::process::Command;
+
+/// A bomb may grow the process's peak virtual memory by at most this much: the work done before
+/// a refusal (reading a header) needs a few MiB, a bomb would need gigabytes.
+const BOMB_VM_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
+
+/// `VmPeak` of this process, in KiB. Virtual, not resident, so that even an allocation that
+/// is never touched (zeroed memory from mmap) counts.
+fn vm_peak_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPeak:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmPeak in /proc/self/status")
+}
+
+/// Runs `case` in a child copy of this test binary (alone, so no other test's memory counts),
+/// where it must succeed, and asserts that its peak virtual memory grew by less than the limit.
+fn in_child(name: &str, case: impl FnOnce()) {
+    if std::env::var("BRIDGE_BOMB_CHILD").as_deref() == Ok(name) {
+        let before = vm_peak_kib();
+        case();
+        println!("vm-peak-growth-kib {}", vm_peak_kib() - before);
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("BRIDGE_BOMB_CHILD", name)
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child `{name}` failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let growth: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("vm-peak-growth-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("child `{name}` printed no measurement:\n{stdout}"));
+    assert!(
+        growth < BOMB_VM_GROWTH_LIMIT_KIB,
+        "`{name}` grew peak virtual memory by {growth} KiB (limit {BOMB_VM_GROWTH_LIMIT_KIB})"
+    );
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+}
+
+/// A PNG whose header claims `w × h` pixels of `colour` type at `depth` bits, with a small
+/// zlib stream of zero rows as its data (a real bomb's data would inflate to the full size).
+fn png_claiming(w: u32, h: u32, depth: u8, colour: u8) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &vec![0u8; 1 << 20]).expect("deflate");
+    png_chunk(&mut png, b"IDAT", &z.finish().expect("deflate"));
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+fn assert_image_limit(e: Error) {
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Image { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("{MAX_IMAGE_SIDE} px a side")) && msg.contains("downscale"),
+        "the error should state the limit and what to do: {msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn png_claiming_100000_by_100000_pixels_is_refused_before_allocating() {
+    in_child(
+        "png_claiming_100000_by_100000_pixels_is_refused_before_allocating",
+        || {
+            let e = decode_rgb8("bomb.png", &png_claiming(100_000, 100_000, 8, 2))
+                .expect_err("a 100,000² PNG must be refused");
+            assert_image_limit(e);
+        },
+    );
+}
+
+#[test]
+fn png_within_the_side_limit_but_over_the_memory_limit_is_refused() {
+    // 16,000 × 16,000 RGBA at 16 bits is 2 GiB decoded: each side is allowed, the size is not.
+    in_child(
+        "png_within_the_side_limit_but_over_the_memory_limit_is_refused",
+        || {
+            let e = decode_rgb8("bomb.png", &png_claiming(16_000, 16_000, 16, 6))
+                .expect_err("a 2 GiB PNG must be refused");
+            assert_image_limit(e);
+        },
+    );
+}
+
+#[test]
+fn jpeg_claiming_65535_by_65535_pixels_is_refused_before_allocating() {
+    // JPEG's largest expressible size. A real 8×8 JPEG with its SOF0 size fields patched.
+    in_child(
+        "jpeg_claiming_65535_by_65535_pixels_is_refused_before_allocating",
+        || {
+            let mut jpg = Vec::new();
+            image::RgbImage::from_pixel(8, 8, image::Rgb([90, 120, 200]))
+                .write_to(
+                    &mut std::io::Cursor::new(&mut jpg),
+                    image::ImageFormat::Jpeg,
+                )
+                .expect("encode a JPEG");
+            let sof = jpg
+                .windows(2)
+                .position(|m| m == [0xFF, 0xC0])
+                .expect("a baseline SOF0 marker");
+            // FF C0, length (2), precision (1), height (2), width (2).
+            jpg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+            let e = decode_rgb8("bomb.jpg", &jpg).expect_err("a 65,535² JPEG must be refused");
+            assert_image_limit(e);
+        },
+    );
+}
+
+#[test]
+fn the_cli_refuses_an_image_bomb_with_one_line_and_exit_1() {
+    let dir = std::env::temp_dir().join(format!("bridgeface-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let bomb = dir.join("bomb.png");
+    std::fs::write(&bomb, png_claiming(100_000, 100_000, 8, 2)).expect("write bomb");
+    let weights = dir.join("w.safetensors");
+    let init = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(["init", "--resolution", "8", "--out"])
+        .arg(&weights)
+        .output()
+        .expect("run bridge init");
+    assert!(init.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .arg("embed")
+        .arg(&bomb)
+        .arg("--weights")
+        .arg(&weights)
+        .output()
+        .expect("run bridge embed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("16384 px a side"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn safetensors_with_header_len(len: u64, rest: &[u8]) -> Vec<u8> {
+    let mut v = len.to_le_bytes().to_vec();
+    v.extend_from_slice(rest);
+    v
+}
+
+fn assert_weight_format(e: Error, needle: &str) {
+    let msg = e.to_string();
+    assert!(matches!(e, Error::WeightFormat { .. }), "{msg}");
+    assert!(msg.contains(needle), "{msg:?} should say {needle:?}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn safetensors_header_claiming_a_huge_length_is_refused() {
+    in_child(
+        "safetensors_header_claiming_a_huge_length_is_refused",
+        || {
+            for len in [u64::MAX, 1 << 62, 1 << 40, 200_000_000] {
+                let e = WeightFile::from_bytes(
+                    "huge.safetensors",
+                    safetensors_with_header_len(len, b"{}"),
+                )
+                .err()
+                .expect("a huge header length must be refused");
+                assert_weight_format(e, "100 MB limit");
+            }
+            // Under the limit but past the end of the file.
+            let e = WeightFile::from_bytes(
+                "short.safetensors",
+                safetensors_with_header_len(50_000_000, b"{}"),
+            )
+            .err()
+            .expect("a header past the end must be refused");
+            assert_weight_format(e, "runs past the end");
+        },
+    );
+}
+
+#[test]
+fn safetensors_file_claiming_a_huge_header_is_refused_from_disk_too() {
+    let dir = std::env::temp_dir().join(format!("bridgeface-hostile-st-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let p = dir.join("huge.safetensors");
+    std::fs::write(&p, safetensors_with_header_len(1 << 62, b"{}")).expect("write");
+    let e = WeightFile::open(&p).err().expect("refused");
+    assert_weight_format(e, "100 MB limit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn safetensors_shape_whose_element_count_overflows_is_refused() {
+    let header =
+        br#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#;
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header);
+    let e = WeightFile::from_bytes("overflow.safetensors", v)
+        .err()
+        .expect("refused");
+    assert_weight_format(e, "overflows");
+}
+
+/// ONNX bytes of a model whose only initializer has `dims` and no data.
+fn onnx_with_initializer_dims(dims: &[i64]) -> Vec<u8> {
+    use bridgeface::onnx::proto::*;
+    use prost::Message;
+    ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            initializer: vec![TensorProto {
+                name: "w".into(),
+                dims: dims.to_vec(),
+                data_type: data_type::FLOAT,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn onnx_tensor_whose_dims_overflow_is_refused() {
+    in_child("onnx_tensor_whose_dims_overflow_is_refused", || {
+        let e = import_bytes(&onnx_with_initializer_dims(&[1 << 32, 1 << 32, 2]))
+            .expect_err("overflowing dims must be refused");
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Onnx(_)), "{msg}");
+        assert!(msg.contains("element count overflows"), "{msg}");
+        // Huge but countable dims with no data: refused by the count check, nothing allocated.
+        let e = import_bytes(&onnx_with_initializer_dims(&[1 << 20, 1 << 20, 1 << 20]))
+            .expect_err("dims with no data must be refused");
+        assert!(e.to_string().contains("has 0 values"), "{e}");
+    });
+}
+
+#[test]
+fn pairs_header_too_large_to_count_is_refused() {
+    let e = parse_lfw_pairs(
+        "18446744073709551615 18446744073709551615\nA 1 2\n",
+        "pairs.txt",
+        "/data",
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("more than can be counted"), "{e}");
+}
+
+#[test]
+fn pairs_names_cannot_leave_the_root() {
+    for line in ["../etc 1 2", "a/b 1 2", "A 1 .. 2", ". 1 2"] {
+        let e = parse_lfw_pairs(&format!("1 1\n{line}\nA 1 B 2\n"), "pairs.txt", "/data")
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("not a plain folder name"),
+            "{line}: {e}"
+        );
+    }
+}
