@@ -358,7 +358,7 @@ fn image_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let vals = [
             0.95f32, 0.95, 0.5, 0.5, 1.5, 1.8, -0.3, -0.2, 1.3, -0.2, 0.5, 0.3, -0.2, 0.9, 1.2, 0.9,
         ];
-        v.extend(vals[..15].iter().flat_map(|x| x.to_le_bytes()));
+        v.extend(vals.iter().flat_map(|x| x.to_le_bytes()));
     }
     let mut buf = std::io::Cursor::new(Vec::new());
     small.write_to(&mut buf, F::Png)?;

@@ -295,3 +295,156 @@ fn pairs_names_cannot_leave_the_root() {
         );
     }
 }
+
+/// YuNet's 12 outputs, all zero but for cell 0 of stride 8: 16 values (cls, obj, box, kps).
+fn yunet_outputs_with(cell0: [f32; 16]) -> Vec<bridgeface::tensor::Tensor> {
+    use bridgeface::model::detector::{DETECTOR_SIDE, STRIDES};
+    let widths = [1usize, 1, 4, 10];
+    let mut outs = Vec::new();
+    let mut at = 0;
+    for w in widths {
+        for (si, s) in STRIDES.iter().enumerate() {
+            let cells = (DETECTOR_SIDE / s) * (DETECTOR_SIDE / s);
+            let mut v = vec![0.0f32; cells * w];
+            if si == 0 {
+                v[..w].copy_from_slice(&cell0[at..at + w]);
+            }
+            outs.push(bridgeface::tensor::Tensor::new(&[v.len()], v).expect("tensor"));
+        }
+        at += w;
+    }
+    outs
+}
+
+#[test]
+fn yunet_decode_drops_nan_scores_and_non_finite_boxes() {
+    use bridgeface::model::detector::decode;
+    let good = [
+        0.9, 0.9, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1, 0.9, 0.1, 0.5, 0.5, 0.2, 0.9, 0.8, 0.9,
+    ];
+    assert_eq!(
+        decode(&yunet_outputs_with(good), 0.5)
+            .expect("decode")
+            .len(),
+        1
+    );
+    // Found by the `image` fuzz target's checks: a NaN class score passed `score < threshold`.
+    let mut nan_score = good;
+    nan_score[0] = f32::NAN;
+    assert!(decode(&yunet_outputs_with(nan_score), 0.5)
+        .expect("decode")
+        .is_empty());
+    // A box size of exp(100) is infinite; a NaN landmark locates nothing.
+    for (i, v) in [(4, 100.0), (7, f32::NAN), (15, f32::INFINITY)] {
+        let mut bad = good;
+        bad[i] = v;
+        assert!(
+            decode(&yunet_outputs_with(bad), 0.5)
+                .expect("decode")
+                .is_empty(),
+            "value {v} at {i} should drop the detection"
+        );
+    }
+}
+
+#[test]
+fn alignment_refuses_non_finite_landmarks() {
+    use bridgeface::data::align::align_face;
+    use bridgeface::data::image::Rgb8;
+    let img = Rgb8 {
+        width: 40,
+        height: 40,
+        pixels: vec![128; 40 * 40 * 3],
+    };
+    let mut lm = [
+        [12.0, 15.0],
+        [28.0, 15.0],
+        [20.0, 22.0],
+        [14.0, 30.0],
+        [26.0, 30.0],
+    ];
+    assert!(align_face(&img, &lm, 16).is_ok());
+    for v in [f64::NAN, f64::INFINITY, f64::MAX] {
+        lm[2][1] = v;
+        let e = align_face(&img, &lm, 16).expect_err("non-finite landmarks");
+        assert!(e.to_string().contains("finite"), "{v}: {e}");
+    }
+}
+
+#[test]
+fn checkpoint_optimiser_buffers_must_match_their_parameters() {
+    use bridgeface::tensor::Tensor;
+    use bridgeface::train::{checkpoint, TrainConfig, TrainState};
+    use bridgeface::weights::{self, StoreDtype};
+    let dir = std::env::temp_dir().join(format!("bridgeface-hostile-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let cfg = TrainConfig::new(8);
+    let mut state = TrainState::new(&cfg, 3).expect("state");
+    let grads: Vec<Vec<f32>> = state
+        .params
+        .tensors
+        .values()
+        .map(|t| vec![1e-3; t.numel()])
+        .collect();
+    {
+        let mut slots: Vec<(&str, &mut [f32], &[f32], bool)> = state
+            .params
+            .tensors
+            .iter_mut()
+            .zip(&grads)
+            .map(|((n, t), g)| (n.as_str(), t.data_mut(), g.as_slice(), true))
+            .collect();
+        state.optim.step(&mut slots, 0.1).expect("step");
+    }
+    let good = dir.join("good.ckpt");
+    checkpoint::save(&good, &cfg, &state).expect("save");
+    checkpoint::load(&good, &cfg).expect("a checkpoint as written loads");
+    // Rewrite it with one buffer changed, keeping everything else.
+    let rewrite = |name: &str, edit: &dyn Fn(&str, Tensor) -> Option<(String, Tensor)>| {
+        let w = WeightFile::open(&good).expect("open");
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        for e in w.entries() {
+            let t = w.tensor(&e.name, &e.shape).expect("tensor");
+            if let Some(x) = edit(&e.name, t) {
+                named.push(x);
+            }
+        }
+        let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let p = dir.join(name);
+        weights::save(&p, &refs, w.metadata(), StoreDtype::F32).expect("save");
+        checkpoint::load(&p, &cfg)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let buf = "optim.m.stem.conv.weight";
+    let short = rewrite("short.ckpt", &|n, t| {
+        let t = if n == buf {
+            Tensor::new(&[5], t.data()[..5].to_vec()).expect("short")
+        } else {
+            t
+        };
+        Some((n.to_string(), t))
+    });
+    assert!(short.contains(buf) && short.contains("[5]"), "{short}");
+    let stray = rewrite("stray.ckpt", &|n, t| {
+        Some((n.replace(buf, "optim.m.no.such.param"), t))
+    });
+    assert!(stray.contains("names no parameter"), "{stray}");
+    let adam = rewrite("adam.ckpt", &|n, t| {
+        Some((n.replace(buf, "optim.v.stem.conv.weight"), t))
+    });
+    assert!(
+        adam.contains("not one this run's optimiser keeps"),
+        "{adam}"
+    );
+    let nan = rewrite("nan.ckpt", &|n, t| {
+        let mut t = t;
+        if n == buf {
+            t.data_mut()[0] = f32::NAN;
+        }
+        Some((n.to_string(), t))
+    });
+    assert!(nan.contains("NaN"), "{nan}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,7 +3,7 @@
 //! arbitrary network outputs (the values a hostile photo could drive the detector to).
 //!
 //! Input: byte 0 = number of planted detections n (mod 5); then n records of a u16 cell index
-//! and 15 little-endian f32 (cls, obj, 4 box, 10 landmark values); the rest is the image file.
+//! and 16 little-endian f32 (cls, obj, 4 box, 10 landmark values); the rest is the image file.
 #![no_main]
 use bridgeface::data::{align, image};
 use bridgeface::model::detector::{self, DETECTOR_SIDE, STRIDES};
@@ -11,7 +11,7 @@ use bridgeface::model::student::Normalization;
 use bridgeface::tensor::Tensor;
 use libfuzzer_sys::fuzz_target;
 
-const RECORD: usize = 2 + 15 * 4;
+const RECORD: usize = 2 + 16 * 4;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else {
@@ -60,11 +60,14 @@ fuzz_target!(|data: &[u8]| {
         .map(|v| Tensor::new(&[v.len()], v).expect("a 1-D tensor"))
         .collect();
     let dets = detector::decode(&outs, 0.5).expect("outputs of the right sizes");
+    for d in &dets {
+        let finite = d.bbox.iter().chain(d.landmarks.as_flattened()).all(|v| v.is_finite());
+        assert!(finite && d.score >= 0.5, "a detection YuNet's decode should drop: {d:?}");
+    }
     for d in detector::nms(dets, detector::DEFAULT_NMS_THRESHOLD)
         .iter()
         .take(4)
     {
-        assert!(d.score >= 0.5, "a detection below the threshold: {d:?}");
         let landmarks = d.landmarks.map(|p| {
             let q = lb.to_original([p[0] as f64, p[1] as f64]);
             [q[0], q[1]]

@@ -30,6 +30,15 @@ pub fn umeyama_similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Result<Affine> 
             dst.len()
         )));
     }
+    if let Some(p) = src
+        .iter()
+        .chain(dst)
+        .find(|p| !(p[0].is_finite() && p[1].is_finite()))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "point {p:?} is not finite; a similarity needs finite landmarks"
+        )));
+    }
     let n = src.len() as f64;
     let mean = |p: &[[f64; 2]]| {
         let s = p.iter().fold([0.0, 0.0], |a, q| [a[0] + q[0], a[1] + q[1]]);
