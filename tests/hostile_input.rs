@@ -26,13 +26,14 @@ fn vm_peak_kib() -> u64 {
 }
 
 /// Runs `case` in a child copy of this test binary (alone, so no other test's memory counts),
-/// where it must succeed, and asserts that its peak virtual memory grew by less than the limit.
-fn in_child(name: &str, case: impl FnOnce()) {
+/// where it must succeed, and returns how much its peak virtual memory grew, in KiB.
+fn child_vm_growth_kib(name: &str, case: impl FnOnce()) -> u64 {
+    const MARK: &str = "vm-peak-growth-kib=";
     if std::env::var("BRIDGE_BOMB_CHILD").as_deref() == Ok(name) {
         let before = vm_peak_kib();
         case();
-        println!("vm-peak-growth-kib {}", vm_peak_kib() - before);
-        return;
+        println!("{MARK}{}", vm_peak_kib() - before);
+        return 0;
     }
     let out = Command::new(std::env::current_exe().expect("test binary path"))
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -45,15 +46,39 @@ fn in_child(name: &str, case: impl FnOnce()) {
         "child `{name}` failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let growth: u64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("vm-peak-growth-kib "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("child `{name}` printed no measurement:\n{stdout}"));
+    stdout
+        .split(MARK)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("child `{name}` printed no measurement:\n{stdout}"))
+}
+
+/// Asserts that `case` (run in a child) grows peak virtual memory by less than the bomb limit.
+fn in_child(name: &str, case: impl FnOnce()) {
+    let growth = child_vm_growth_kib(name, case);
     assert!(
         growth < BOMB_VM_GROWTH_LIMIT_KIB,
         "`{name}` grew peak virtual memory by {growth} KiB (limit {BOMB_VM_GROWTH_LIMIT_KIB})"
     );
+}
+
+#[test]
+fn the_memory_check_sees_a_large_allocation_even_if_untouched() {
+    // The control for the bomb tests: 256 MiB of zeroes (lazily mapped, never touched) must
+    // register, or a passing bomb test would prove nothing.
+    let name = "the_memory_check_sees_a_large_allocation_even_if_untouched";
+    let growth = child_vm_growth_kib(name, || {
+        let v = vec![0u8; 256 << 20];
+        assert_eq!(std::hint::black_box(&v).len(), 256 << 20);
+    });
+    // The peak before the case already holds some slack (glibc reserves 64 MiB arenas), so
+    // the growth is less than the allocation, but it must clear the bomb limit by far.
+    if std::env::var("BRIDGE_BOMB_CHILD").is_err() {
+        assert!(
+            growth > 2 * BOMB_VM_GROWTH_LIMIT_KIB,
+            "a 256 MiB allocation grew VmPeak by only {growth} KiB"
+        );
+    }
 }
 
 fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
