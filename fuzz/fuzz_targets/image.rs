@@ -61,8 +61,15 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let dets = detector::decode(&outs, 0.5).expect("outputs of the right sizes");
     for d in &dets {
-        let finite = d.bbox.iter().chain(d.landmarks.as_flattened()).all(|v| v.is_finite());
-        assert!(finite && d.score >= 0.5, "a detection YuNet's decode should drop: {d:?}");
+        let finite = d
+            .bbox
+            .iter()
+            .chain(d.landmarks.as_flattened())
+            .all(|v| v.is_finite());
+        assert!(
+            finite && d.score >= 0.5,
+            "a detection YuNet's decode should drop: {d:?}"
+        );
     }
     for d in detector::nms(dets, detector::DEFAULT_NMS_THRESHOLD)
         .iter()
