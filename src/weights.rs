@@ -283,7 +283,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// One line saying what is wrong with a safetensors header (`Error::WeightFormat` adds what to do).
 fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
-    let what = match e {
+    match e {
         E::HeaderTooLarge => "the header claims more than safetensors' 100 MB limit".to_string(),
         E::HeaderTooSmall => "the file is shorter than the 8-byte header length".to_string(),
         E::InvalidHeaderLength => "the header length runs past the end of the file".to_string(),
@@ -292,6 +292,5 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
         }
         E::ValidationOverflow => "a tensor's shape overflows its element count".to_string(),
         other => other.to_string().replace('\n', " "),
-    };
-    what
+    }
 }
