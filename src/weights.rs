@@ -29,10 +29,25 @@ pub struct TensorEntry {
     pub range: (usize, usize),
 }
 
-/// An open, memory-mapped, validated safetensors file.
+/// The bytes behind a `WeightFile`: a read-only map of a file, or bytes handed over in memory.
+enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// An open, memory-mapped (or in-memory), validated safetensors file.
 pub struct WeightFile {
     path: PathBuf,
-    map: Mmap,
+    map: Storage,
     data_start: usize,
     tensors: BTreeMap<String, TensorEntry>,
     metadata: BTreeMap<String, String>,
@@ -58,8 +73,25 @@ impl WeightFile {
         // the file while it is mapped could fault; bridgeface never writes in place (all writes
         // go to a temp file that is renamed over the old one), so its own files stay intact.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| format_err(format!("{e:?}")))?;
+        Self::validate(path, Storage::Mapped(map))
+    }
+
+    /// Validates safetensors bytes already in memory (from a network, an archive, a fuzzer).
+    /// `name` stands in for the path in error messages.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        Self::validate(name.as_ref().to_path_buf(), Storage::Owned(bytes))
+    }
+
+    /// Checks the header once: its declared length against the buffer (safetensors refuses a
+    /// header over 100 MB before reading it), JSON, dtypes, and that the tensors' offsets tile
+    /// the data section exactly with no overflow in any shape's element count.
+    fn validate(path: PathBuf, map: Storage) -> Result<Self> {
+        let format_err = |reason: String| Error::WeightFormat {
+            path: path.clone(),
+            reason,
+        };
+        let (header_len, meta) = SafeTensors::read_metadata(map.bytes())
+            .map_err(|e| format_err(describe_safetensors_error(&e)))?;
         let mut tensors = BTreeMap::new();
         for (name, info) in meta.tensors() {
             tensors.insert(
@@ -121,7 +153,7 @@ impl WeightFile {
     /// The raw bytes of a tensor.
     pub fn bytes(&self, name: &str) -> Result<&[u8]> {
         let e = self.entry(name)?;
-        Ok(&self.map[self.data_start + e.range.0..self.data_start + e.range.1])
+        Ok(&self.map.bytes()[self.data_start + e.range.0..self.data_start + e.range.1])
     }
 
     /// The values of a tensor as f32: borrowed straight from the map when it is F32 and
@@ -246,4 +278,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// One line saying what is wrong with a safetensors header (`Error::WeightFormat` adds what to do).
+fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooLarge => "the header claims more than safetensors' 100 MB limit".to_string(),
+        E::HeaderTooSmall => "the file is shorter than the 8-byte header length".to_string(),
+        E::InvalidHeaderLength => "the header length runs past the end of the file".to_string(),
+        E::MetadataIncompleteBuffer => {
+            "the tensors' data does not end where the file ends".to_string()
+        }
+        E::ValidationOverflow => "a tensor's shape overflows its element count".to_string(),
+        other => other.to_string().replace('\n', " "),
+    }
 }

@@ -30,6 +30,15 @@ pub fn umeyama_similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Result<Affine> 
             dst.len()
         )));
     }
+    if let Some(p) = src
+        .iter()
+        .chain(dst)
+        .find(|p| !(p[0].is_finite() && p[1].is_finite()))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "point {p:?} is not finite; a similarity needs finite landmarks"
+        )));
+    }
     let n = src.len() as f64;
     let mean = |p: &[[f64; 2]]| {
         let s = p.iter().fold([0.0, 0.0], |a, q| [a[0] + q[0], a[1] + q[1]]);
@@ -50,10 +59,17 @@ pub fn umeyama_similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Result<Affine> 
         ));
     }
     let (a, b) = (num_a / den, num_b / den);
-    Ok([
+    let m = [
         [a, -b, md[0] - (a * ms[0] - b * ms[1])],
         [b, a, md[1] - (b * ms[0] + a * ms[1])],
-    ])
+    ];
+    // Finite points far enough apart (~1e154) overflow the sums; the map would be NaN.
+    if !m.as_flattened().iter().all(|v| v.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "the points are too far apart for a finite similarity; they are not landmarks".into(),
+        ));
+    }
+    Ok(m)
 }
 
 /// Applies an affine map to a point.

@@ -178,8 +178,20 @@ pub struct Pair {
 /// first extension that exists (`.jpg` if none does, so a missing file fails when read).
 pub fn read_lfw_pairs(pairs_txt: impl AsRef<Path>, root: impl AsRef<Path>) -> Result<Vec<Pair>> {
     let pairs_txt = pairs_txt.as_ref();
-    let root = root.as_ref();
     let text = std::fs::read_to_string(pairs_txt).map_err(|e| Error::io(pairs_txt, e))?;
+    parse_lfw_pairs(&text, pairs_txt, root)
+}
+
+/// Parses the text of an LFW `pairs.txt` (see `read_lfw_pairs`); `pairs_txt` names it in
+/// errors. Identity names must be plain folder names (no path separator, `.` or `..`), so a
+/// pairs file cannot point outside `root`.
+pub fn parse_lfw_pairs(
+    text: &str,
+    pairs_txt: impl AsRef<Path>,
+    root: impl AsRef<Path>,
+) -> Result<Vec<Pair>> {
+    let pairs_txt = pairs_txt.as_ref();
+    let root = root.as_ref();
     let bad = |line: usize, why: &str| {
         Error::InvalidArgument(format!("{} line {line}: {why}", pairs_txt.display()))
     };
@@ -200,6 +212,16 @@ pub fn read_lfw_pairs(pairs_txt: impl AsRef<Path>, root: impl AsRef<Path>) -> Re
         [n] => (1, n),
         _ => return Err(bad(1, "header must be `FOLDS PAIRS_PER_FOLD`")),
     };
+    // Pairs per fold (genuine plus impostor) and in all; a header too large to count is refused
+    // here rather than wrapping around and matching a short file.
+    let fold_len = per_fold.checked_mul(2);
+    let promised = fold_len.and_then(|l| l.checked_mul(folds)).ok_or_else(|| {
+        bad(
+            1,
+            &format!("header promises {folds} × 2 × {per_fold} pairs, more than can be counted"),
+        )
+    })?;
+    let fold_len = fold_len.unwrap_or(1).max(1);
     let image = |name: &str, idx: usize| -> PathBuf {
         let stem = format!("{name}_{idx:04}");
         for ext in ["jpg", "png", "jpeg", "pgm"] {
@@ -212,8 +234,22 @@ pub fn read_lfw_pairs(pairs_txt: impl AsRef<Path>, root: impl AsRef<Path>) -> Re
     };
     let mut pairs = Vec::new();
     for (k, (ln, line)) in lines.enumerate() {
-        let fold = k / (2 * per_fold).max(1);
+        let fold = k / fold_len;
         let t: Vec<&str> = line.split_whitespace().collect();
+        let names = match t[..] {
+            [name, _, _] => &[name][..],
+            [n1, _, n2, _] => &[n1, n2][..],
+            _ => &[][..],
+        };
+        if let Some(n) = names
+            .iter()
+            .find(|n| n.contains(['/', '\\']) || **n == "." || **n == "..")
+        {
+            return Err(bad(
+                ln + 1,
+                &format!("identity `{n}` is not a plain folder name (no `/`, `\\`, `.` or `..`)"),
+            ));
+        }
         let num = |s: &str| {
             s.parse::<usize>()
                 .map_err(|_| bad(ln + 1, "image index is not a number"))
@@ -235,14 +271,10 @@ pub fn read_lfw_pairs(pairs_txt: impl AsRef<Path>, root: impl AsRef<Path>) -> Re
         };
         pairs.push(pair);
     }
-    if pairs.len() != folds * 2 * per_fold {
+    if pairs.len() != promised {
         return Err(bad(
             1,
-            &format!(
-                "header promises {} pairs, file has {}",
-                folds * 2 * per_fold,
-                pairs.len()
-            ),
+            &format!("header promises {promised} pairs, file has {}", pairs.len()),
         ));
     }
     Ok(pairs)

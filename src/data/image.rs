@@ -53,14 +53,61 @@ impl Rgb8 {
     }
 }
 
+/// The largest width or height a decoded image may have. Photos from any current camera fit
+/// (a 50 MP sensor is about 8,200 px wide); a header claiming more is refused before the pixel
+/// buffer is allocated.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The most memory one decode may allocate (the image crate's `max_alloc`): 512 MiB, enough for
+/// 16,384 × 10,922 RGB8 or a 178-megapixel RGB8 image, and far below what a decompression bomb
+/// asks for.
+pub const MAX_IMAGE_ALLOC_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The limits every decode runs under.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC_BYTES);
+    limits
+}
+
 /// Decodes an image file (PNG, JPEG, BMP, PGM/PPM, GIF, TIFF, WebP) to RGB8.
 pub fn load_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
+    decode_rgb8(path, &bytes)
+}
+
+/// Decodes image bytes to RGB8 under `MAX_IMAGE_SIDE` and `MAX_IMAGE_ALLOC_BYTES`, so a header
+/// that claims a huge image fails before any large allocation. `path` names the source in errors.
+pub fn decode_rgb8(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Rgb8> {
+    let path = path.as_ref();
+    let fail = |reason: String| Error::Image {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    reader.limits(decode_limits());
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(l) => fail(format!(
+            "{l}: images are limited to {MAX_IMAGE_SIDE} px a side and {} MiB decoded; \
+             downscale it first",
+            MAX_IMAGE_ALLOC_BYTES >> 20
+        )),
+        other => fail(other.to_string()),
     })?;
+    // The RGB8 copy can be 3× the decoded buffer (a grey image), so it gets the same bound.
+    let (w, h) = (img.width() as u64, img.height() as u64);
+    if w * h * 3 > MAX_IMAGE_ALLOC_BYTES {
+        return Err(fail(format!(
+            "a {w}×{h} image needs {} MiB as RGB8, over the {} MiB limit; downscale it first",
+            (w * h * 3) >> 20,
+            MAX_IMAGE_ALLOC_BYTES >> 20
+        )));
+    }
     let rgb = img.to_rgb8();
     Ok(Rgb8 {
         width: rgb.width() as usize,

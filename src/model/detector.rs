@@ -164,7 +164,8 @@ pub fn decode(outs: &[Tensor], score_threshold: f32) -> Result<Vec<Detection>> {
         let sf = s as f32;
         for idx in 0..cells {
             let score = (cls[idx].clamp(0.0, 1.0) * obj[idx].clamp(0.0, 1.0)).sqrt();
-            if score < score_threshold {
+            // NaN passes through clamp and compares false, so it is dropped explicitly.
+            if score.is_nan() || score < score_threshold {
                 continue;
             }
             let (r, c) = ((idx / cols) as f32, (idx % cols) as f32);
@@ -180,9 +181,19 @@ pub fn decode(outs: &[Tensor], score_threshold: f32) -> Result<Vec<Detection>> {
                     (kps[idx * 10 + 2 * i + 1] + r) * sf,
                 ];
             }
+            let bbox = [cx - w / 2.0, cy - h / 2.0, w, h];
+            // A box or landmark the network drove to infinity or NaN locates nothing; keeping it
+            // would hand NaN coordinates to NMS and the aligner.
+            if !bbox
+                .iter()
+                .chain(landmarks.as_flattened())
+                .all(|v| v.is_finite())
+            {
+                continue;
+            }
             dets.push(Detection {
                 score,
-                bbox: [cx - w / 2.0, cy - h / 2.0, w, h],
+                bbox,
                 landmarks,
             });
         }

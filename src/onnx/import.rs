@@ -53,7 +53,17 @@ fn decode_tensor(t: &TensorProto) -> Result<Const> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| err(format!("`{}` has dim {d}", t.name))))
         .collect::<Result<_>>()?;
-    let n: usize = dims.iter().product();
+    // The element count is checked before anything is sized from it: dims whose product
+    // overflows would otherwise wrap to a small number and match a short data field.
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            err(format!(
+                "initializer `{}` has dims {:?} whose element count overflows",
+                t.name, t.dims
+            ))
+        })?;
     let raw = &t.raw_data;
     let c = match t.data_type {
         data_type::FLOAT => {

@@ -4,6 +4,7 @@
 use super::{EpochSummary, TrainConfig, TrainState, CLASSIFIER};
 use crate::error::{Error, Result};
 use crate::model::student::{StudentParams, EMBEDDING_SIZE};
+use crate::optim::Rule;
 use crate::tensor::Tensor;
 use crate::weights::{self, StoreDtype, WeightFile};
 use std::collections::BTreeMap;
@@ -39,7 +40,14 @@ pub fn save(path: &Path, cfg: &TrainConfig, state: &TrainState) -> Result<()> {
 
 /// Loads a checkpoint written by `save` under the same settings.
 pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
-    let w = WeightFile::open(path)?;
+    from_weights(&WeightFile::open(path)?, cfg)
+}
+
+/// Checks and loads an opened checkpoint: the settings fingerprint, the student, the class
+/// centres, and every optimiser buffer (each must belong to a parameter, match its size and be
+/// finite, or a resumed run would update only part of a tensor, or diverge, without a word).
+pub fn from_weights(w: &WeightFile, cfg: &TrainConfig) -> Result<TrainState> {
+    let path = w.path();
     let saved = w.meta(KEY_CONFIG)?;
     if saved != cfg.fingerprint() {
         return Err(Error::InvalidArgument(format!(
@@ -48,7 +56,7 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
             path.display()
         )));
     }
-    let params = StudentParams::from_weights(&w)?;
+    let params = StudentParams::from_weights(w)?;
     let entry = w.entry(CLASSIFIER)?;
     if entry.shape.len() != 2 || entry.shape[1] != EMBEDDING_SIZE {
         return Err(Error::TensorShape {
@@ -58,9 +66,44 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
         });
     }
     let classifier = w.tensor(CLASSIFIER, &entry.shape.clone())?;
+    check_finite(path, CLASSIFIER, &classifier)?;
+    let mut optim = cfg.optimizer()?;
+    let buffers: &[&str] = match optim.rule {
+        Rule::Sgd { .. } => &["optim.m."],
+        Rule::AdamW { .. } => &["optim.m.", "optim.v."],
+    };
     let mut optim_tensors = BTreeMap::new();
     for e in w.entries().filter(|e| e.name.starts_with("optim.")) {
-        optim_tensors.insert(e.name.clone(), w.tensor(&e.name, &e.shape)?);
+        let param = buffers
+            .iter()
+            .find_map(|b| e.name.strip_prefix(b))
+            .ok_or_else(|| Error::WeightFormat {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "optimiser buffer `{}` is not one this run's optimiser keeps; \
+                     the checkpoint is corrupt or from another run: start a new run",
+                    e.name
+                ),
+            })?;
+        let numel = if param == CLASSIFIER {
+            classifier.numel()
+        } else {
+            params
+                .tensors
+                .get(param)
+                .map(Tensor::numel)
+                .ok_or_else(|| Error::WeightFormat {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "optimiser buffer `{}` names no parameter of the student; \
+                         the checkpoint is corrupt: start a new run",
+                        e.name
+                    ),
+                })?
+        };
+        let t = w.tensor(&e.name, &[numel])?;
+        check_finite(path, &e.name, &t)?;
+        optim_tensors.insert(e.name.clone(), t);
     }
     let num = |key: &str| -> Result<u64> {
         w.meta(key)?.parse().map_err(|_| Error::Metadata {
@@ -68,7 +111,6 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
             reason: "not a whole number".into(),
         })
     };
-    let mut optim = cfg.optimizer()?;
     optim.load_state(num("train.optim_steps")?, &optim_tensors);
     Ok(TrainState {
         params,
@@ -86,6 +128,17 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<TrainState> {
             })?,
         epoch_correct: num("train.epoch_correct")? as usize,
         epoch_seen: num("train.epoch_seen")? as usize,
+    })
+}
+
+/// A loaded tensor must hold finite numbers only.
+fn check_finite(path: &Path, name: &str, t: &Tensor) -> Result<()> {
+    if t.data().iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    Err(Error::WeightFormat {
+        path: path.to_path_buf(),
+        reason: format!("tensor `{name}` holds NaN or infinite values; start a new run"),
     })
 }
 
