@@ -14,6 +14,8 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+#[cfg(feature = "gallery")]
+pub mod gallery;
 pub mod model;
 pub mod onnx;
 pub mod ops;

@@ -57,8 +57,14 @@ impl Rgb8 {
 pub fn load_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
+    decode_rgb8(&bytes, path)
+}
+
+/// Decodes an encoded image held in memory (any format `load_rgb8` reads) to RGB8; `source`
+/// names it in errors (a path, or a placeholder such as `<bytes 3>`).
+pub fn decode_rgb8(bytes: &[u8], source: impl AsRef<Path>) -> Result<Rgb8> {
+    let img = image::load_from_memory(bytes).map_err(|e| Error::Image {
+        path: source.as_ref().to_path_buf(),
         reason: e.to_string(),
     })?;
     let rgb = img.to_rgb8();
