@@ -215,7 +215,9 @@ fn main() {
             n,
             dir,
             flag(&args, "--queries", 1000),
-            args.iter().any(|a| a == "--ef").then(|| flag(&args, "--ef", 128)),
+            args.iter()
+                .any(|a| a == "--ef")
+                .then(|| flag(&args, "--ef", 128)),
         ),
         _ => {
             eprintln!("error: {usage}");

@@ -139,7 +139,9 @@ impl Gallery {
                 "gallery dimensions must be at least 1".into(),
             ));
         }
-        if settings.connectivity < 2 || settings.expansion_add == 0 || settings.expansion_search == 0
+        if settings.connectivity < 2
+            || settings.expansion_add == 0
+            || settings.expansion_search == 0
         {
             return Err(Error::InvalidArgument(format!(
                 "gallery settings {settings:?}: connectivity must be at least 2 and expansions at least 1"
@@ -440,7 +442,8 @@ impl Gallery {
             g.index.load(p).map_err(|e| index_error("loading", e))?;
         }
         // Loading restores the graph but not the search breadth, which is ours to set.
-        g.index.change_expansion_search(meta.settings.expansion_search);
+        g.index
+            .change_expansion_search(meta.settings.expansion_search);
         if g.index.dimensions() != meta.dimensions || g.index.size() != meta.count {
             return Err(bad(format!(
                 "{INDEX_FILE} holds {} vectors of {} dimensions, {META_FILE} lists {} of {}",
@@ -487,7 +490,10 @@ mod tests {
         g.add(&v, &labels, &paths, 2).unwrap();
         let dir = tempfile::tempdir().unwrap();
         g.save(dir.path()).unwrap();
-        for opened in [Gallery::load(dir.path()).unwrap(), Gallery::view(dir.path()).unwrap()] {
+        for opened in [
+            Gallery::load(dir.path()).unwrap(),
+            Gallery::view(dir.path()).unwrap(),
+        ] {
             assert_eq!(opened.len(), n);
             for i in (0..n).step_by(37) {
                 let m = opened.search(&v[i * d..(i + 1) * d], 3).unwrap();

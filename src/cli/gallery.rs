@@ -260,7 +260,12 @@ fn build(dir: &Path, out: &Path, args: &EmbedArgs, settings: IndexSettings) -> R
         .map(|&i| set.identities[set.samples[i].label].clone())
         .collect();
     let mut g = Gallery::new(d, tag, settings)?;
-    g.add(&vectors, &labels, &path_strings(&paths, &kept), threads(args))?;
+    g.add(
+        &vectors,
+        &labels,
+        &path_strings(&paths, &kept),
+        threads(args),
+    )?;
     g.save(out)?;
     let identities = labels
         .iter()
@@ -290,7 +295,12 @@ fn add(dir: &Path, images: &[PathBuf], label: &str, args: &EmbedArgs) -> Result<
         )));
     }
     let labels = vec![label.to_string(); kept.len()];
-    g.add(&vectors, &labels, &path_strings(images, &kept), threads(args))?;
+    g.add(
+        &vectors,
+        &labels,
+        &path_strings(images, &kept),
+        threads(args),
+    )?;
     g.save(dir)?;
     println!(
         "added {} faces of {label} to {} (now {} faces)",
@@ -328,13 +338,7 @@ fn search(dir: &Path, probes: &[PathBuf], k: usize, json: bool, args: &EmbedArgs
         } else {
             println!("{}:", probes[i].display());
             for (rank, m) in matches.iter().enumerate() {
-                println!(
-                    "  {}. {} {:.4} {}",
-                    rank + 1,
-                    m.label,
-                    m.similarity,
-                    m.path
-                );
+                println!("  {}. {} {:.4} {}", rank + 1, m.label, m.similarity, m.path);
             }
         }
     }

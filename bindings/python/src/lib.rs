@@ -308,7 +308,9 @@ impl Model {
         detector: Option<PathBuf>,
     ) -> PyResult<Bound<'py, PyList>> {
         if size < 8 {
-            return Err(invalid(format!("size {size}: chips must be at least 8 pixels")));
+            return Err(invalid(format!(
+                "size {size}: chips must be at least 8 pixels"
+            )));
         }
         let src = one_source(image, 0, true)?;
         let faces = py
@@ -355,9 +357,10 @@ impl Model {
         self.net.info.threshold
     }
 
+    /// The weight file this model was loaded from.
     #[getter]
-    fn weights(&self) -> PathBuf {
-        self.weights.clone()
+    fn weights(&self) -> String {
+        self.weights.display().to_string()
     }
 
     #[getter]
@@ -455,10 +458,21 @@ struct Gallery {
 }
 
 impl Gallery {
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, gallery::Gallery>> {
-        self.inner
-            .lock()
-            .map_err(|_| invalid("the gallery's lock is poisoned by an earlier panic".into()))
+    /// Runs `f` on the gallery with the GIL released. The lock is taken only after the GIL is
+    /// released: a thread waiting for it while holding the GIL would deadlock with the holder,
+    /// which needs the GIL back when it returns.
+    fn with<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut gallery::Gallery) -> bridgeface::Result<R> + Send,
+    ) -> PyResult<R> {
+        py.detach(|| {
+            let mut g = self.inner.lock().map_err(|_| {
+                Error::InvalidArgument("the gallery's lock is poisoned by an earlier panic".into())
+            })?;
+            f(&mut g)
+        })
+        .map_err(py_err)
     }
 }
 
@@ -499,7 +513,8 @@ impl Gallery {
             expansion_add: expansion_add.unwrap_or(d.expansion_add),
             expansion_search: expansion_search.unwrap_or(d.expansion_search),
         };
-        let g = gallery::Gallery::new(dimensions, model_tag_of(model)?, settings).map_err(py_err)?;
+        let g =
+            gallery::Gallery::new(dimensions, model_tag_of(model)?, settings).map_err(py_err)?;
         Ok(Gallery {
             inner: Mutex::new(g),
         })
@@ -532,15 +547,15 @@ impl Gallery {
         }
         let paths = paths.unwrap_or_else(|| vec![String::new(); n]);
         let threads = check_threads(threads)?;
-        let mut g = self.lock()?;
-        if d != g.dimensions() {
-            return Err(py_err(Error::Shape(format!(
-                "embeddings are {d}-D, the gallery holds {}-D vectors",
-                g.dimensions()
-            ))));
-        }
-        py.detach(|| g.add(&rows, &labels, &paths, threads))
-            .map_err(py_err)
+        self.with(py, |g| {
+            if d != g.dimensions() {
+                return Err(Error::Shape(format!(
+                    "embeddings are {d}-D, the gallery holds {}-D vectors",
+                    g.dimensions()
+                )));
+            }
+            g.add(&rows, &labels, &paths, threads)
+        })
     }
 
     /// The `k` nearest entries to each query (float32 D or N×D): for a single vector a list of
@@ -557,20 +572,17 @@ impl Gallery {
             .map(|a| a.ndim() == 1)
             .unwrap_or(false);
         let (rows, n, d) = matrix(queries)?;
-        let g = self.lock()?;
-        if d != g.dimensions() {
-            return Err(py_err(Error::Shape(format!(
-                "queries are {d}-D, the gallery holds {}-D vectors",
-                g.dimensions()
-            ))));
-        }
-        let results = py
-            .detach(|| {
-                (0..n)
-                    .map(|i| g.search(&rows[i * d..(i + 1) * d], k))
-                    .collect::<bridgeface::Result<Vec<_>>>()
-            })
-            .map_err(py_err)?;
+        let results = self.with(py, |g| {
+            if d != g.dimensions() {
+                return Err(Error::Shape(format!(
+                    "queries are {d}-D, the gallery holds {}-D vectors",
+                    g.dimensions()
+                )));
+            }
+            (0..n)
+                .map(|i| g.search(&rows[i * d..(i + 1) * d], k))
+                .collect::<bridgeface::Result<Vec<_>>>()
+        })?;
         let out = PyList::empty(py);
         for r in results {
             let one = PyList::empty(py);
@@ -600,7 +612,11 @@ impl Gallery {
         let which = match (model.cast::<Model>(), model.cast::<Teacher>()) {
             (Ok(m), _) => Which::Student(m.get()),
             (_, Ok(t)) => Which::Teacher(t.get()),
-            _ => return Err(invalid("model: pass a bridgeface.Model or a bridgeface.Teacher".into())),
+            _ => {
+                return Err(invalid(
+                    "model: pass a bridgeface.Model or a bridgeface.Teacher".into(),
+                ))
+            }
         };
         let g = py
             .detach(|| {
@@ -643,8 +659,7 @@ impl Gallery {
 
     /// Writes the gallery folder (index.usearch + gallery.json, each atomically).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        let g = self.lock()?;
-        py.detach(|| g.save(&path)).map_err(py_err)
+        self.with(py, |g| g.save(&path))
     }
 
     /// Opens a gallery folder: loaded into memory, or with `view=True` memory-mapped (read-only).
@@ -665,40 +680,45 @@ impl Gallery {
         })
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.lock()?.len())
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |g| Ok(g.len()))
     }
 
     #[getter]
-    fn dimensions(&self) -> PyResult<usize> {
-        Ok(self.lock()?.dimensions())
+    fn dimensions(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |g| Ok(g.dimensions()))
     }
 
     #[getter]
-    fn labels(&self) -> PyResult<Vec<String>> {
-        Ok(self.lock()?.entries().iter().map(|e| e.label.clone()).collect())
+    fn labels(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.with(py, |g| {
+            Ok(g.entries().iter().map(|e| e.label.clone()).collect())
+        })
     }
 
     #[getter]
-    fn paths(&self) -> PyResult<Vec<String>> {
-        Ok(self.lock()?.entries().iter().map(|e| e.path.clone()).collect())
+    fn paths(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.with(py, |g| {
+            Ok(g.entries().iter().map(|e| e.path.clone()).collect())
+        })
     }
 
     #[getter]
     fn model<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let tag = self.lock()?.model().clone();
+        let tag = self.with(py, |g| Ok(g.model().clone()))?;
         tag_dict(py, &tag)
     }
 
-    fn __repr__(&self) -> PyResult<String> {
-        let g = self.lock()?;
-        Ok(format!(
-            "Gallery({} faces, {}-D, model={}{})",
-            g.len(),
-            g.dimensions(),
-            g.model().kind,
-            if g.is_view() { ", view" } else { "" }
-        ))
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |g| {
+            Ok(format!(
+                "Gallery({} faces, {}-D, model={}{})",
+                g.len(),
+                g.dimensions(),
+                g.model().kind,
+                if g.is_view() { ", view" } else { "" }
+            ))
+        })
     }
 }
 

@@ -64,3 +64,22 @@ def image_folder(tmp_path_factory) -> pathlib.Path:
 
 def run_cli(bridge_bin, *args) -> subprocess.CompletedProcess:
     return subprocess.run([bridge_bin, *map(str, args)], capture_output=True, text=True)
+
+
+def write_png(path: pathlib.Path, rgb: np.ndarray) -> None:
+    """A minimal 8-bit RGB PNG (zlib, filter 0 per row), so tests need no imaging library."""
+    import struct
+    import zlib
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + np.ascontiguousarray(rgb[y], np.uint8).tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

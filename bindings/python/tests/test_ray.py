@@ -30,7 +30,10 @@ def test_ray_map_batches_equals_direct_embed(tmp_path, weights):
     out = tmp_path / "embeddings"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        n = embed_folder(str(root), str(out), weights=weights, concurrency=2, batch_size=64)
+        # Two actors of half a CPU each leave the read tasks a CPU of the two.
+        n = embed_folder(
+            str(root), str(out), weights=weights, concurrency=2, batch_size=64, num_cpus=0.5
+        )
     finally:
         ray.shutdown()
     assert n == 300

@@ -58,10 +58,13 @@ def embed_folder(
     concurrency: int = 2,
     batch_size: int = 64,
     threads: int = 1,
+    num_cpus: float = 1.0,
 ) -> int:
     """Embeds every image file under ``images`` (recursively) on the Ray cluster that
-    ``ray.init`` joined, with ``concurrency`` Embedder actors, and writes Parquet files
-    (``embedding``, ``path``, ``label``) to ``out``. Returns the number of rows written."""
+    ``ray.init`` joined, with ``concurrency`` Embedder actors reserving ``num_cpus`` each, and
+    writes Parquet files (``embedding``, ``path``, ``label``) to ``out``. Returns the number of
+    rows written. Leave CPUs for the file-reading tasks: on a 2-CPU cluster two actors of 1 CPU
+    each would starve them, so use ``num_cpus=0.5`` there."""
     import ray
 
     ds = ray.data.read_binary_files(images, include_paths=True)
@@ -70,6 +73,7 @@ def embed_folder(
         fn_constructor_kwargs={"weights": weights, "threads": threads},
         concurrency=concurrency,
         batch_size=batch_size,
+        num_cpus=num_cpus,
     )
     emb = emb.materialize()
     emb.write_parquet(out)
@@ -94,6 +98,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--concurrency", type=int, default=2, help="Embedder actors (one model each)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="CPU threads per actor")
+    p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs each actor reserves")
     p.add_argument("--weights", default=None, help="student weights; every node must be able to read this path")
     a = p.parse_args(argv)
     try:
@@ -101,7 +106,9 @@ def main(argv: Optional[list] = None) -> int:
             ray.init(address=a.address, log_to_driver=False)
         else:
             ray.init(num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False)
-        n = embed_folder(a.images, a.out, a.weights, a.concurrency, a.batch_size, a.threads)
+        n = embed_folder(
+            a.images, a.out, a.weights, a.concurrency, a.batch_size, a.threads, a.actor_cpus
+        )
     except BridgefaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
