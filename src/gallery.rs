@@ -23,8 +23,8 @@ pub const INDEX_FILE: &str = "index.usearch";
 /// The labels file inside a gallery folder.
 pub const META_FILE: &str = "gallery.json";
 
-/// HNSW settings. The defaults give recall@1 ≥ 0.99 against exact search on the scale
-/// benchmark's 1,000,000 vectors (BENCHMARKS.md, "Gallery").
+/// HNSW settings; the defaults are checked by the scale benchmark (BENCHMARKS.md, "Gallery":
+/// recall@1 against exact brute force).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSettings {
     /// Graph degree (usearch's `connectivity`, HNSW's M).
