@@ -19,7 +19,7 @@ else:
 def test_ray_map_batches_equals_direct_embed(tmp_path, weights):
     import pyarrow.parquet as pq
 
-    from bridgeface.ray import embed_folder
+    from bridgeface.ray import main
 
     root = tmp_path / "images"
     for ident in range(12):
@@ -28,15 +28,11 @@ def test_ray_map_batches_equals_direct_embed(tmp_path, weights):
         for k in range(25):  # 300 images
             write_ppm(d / f"{k:02d}.ppm", synthetic_image(100 * ident + k, size=32))
     out = tmp_path / "embeddings"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        # Two actors of half a CPU each leave the read tasks a CPU of the two.
-        n = embed_folder(
-            str(root), str(out), weights=weights, concurrency=2, batch_size=64, num_cpus=0.5
-        )
-    finally:
-        ray.shutdown()
-    assert n == 300
+    # docs/PYTHON.md's command, `python -m bridgeface.ray IMAGES OUT ...`: a local
+    # ray.init(num_cpus=2), map_batches(Embedder, concurrency=2), write_parquet. Two actors of
+    # half a CPU each leave the read tasks a CPU of the two.
+    argv = [str(root), str(out), "--num-cpus", "2", "--concurrency", "2", "--actor-cpus", "0.5"]
+    assert main(argv + ["--weights", weights]) == 0
     table = pq.read_table(str(out))
     paths = [p.split("://")[-1] for p in table.column("path").to_pylist()]
     assert sorted(os.path.relpath(p, root) for p in paths) == sorted(
