@@ -15,6 +15,8 @@ pub mod error;
 pub mod eval;
 pub mod ffi;
 pub mod log;
+#[cfg(feature = "gallery")]
+pub mod gallery;
 pub mod model;
 pub mod onnx;
 pub mod ops;

@@ -54,6 +54,8 @@ pub fn run(cmd: Command) -> Result<()> {
         )
         .map(|_| ()),
         Command::Distill(cmd) => super::distill::run(cmd),
+        #[cfg(feature = "gallery")]
+        Command::Gallery(cmd) => super::gallery::run(cmd),
         Command::Detect {
             images,
             score,

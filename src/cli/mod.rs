@@ -8,6 +8,8 @@ pub mod device;
 mod distill;
 mod eval;
 mod fetch;
+#[cfg(feature = "gallery")]
+mod gallery;
 mod onnx;
 mod plot;
 pub mod teacher_device;
@@ -157,6 +159,10 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// A persistent, searchable gallery of known faces (usearch HNSW; docs/PYTHON.md).
+    #[cfg(feature = "gallery")]
+    #[command(subcommand)]
+    Gallery(gallery::GalleryCommand),
     /// Closed-set identification on DIR/IDENTITY/IMAGE: gallery = the first image of each
     /// identity, probes = the rest, cosine; prints rank-1.
     Identify {
