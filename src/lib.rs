@@ -14,9 +14,9 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod ffi;
-pub mod log;
 #[cfg(feature = "gallery")]
 pub mod gallery;
+pub mod log;
 pub mod model;
 pub mod onnx;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! `bridge align` (detect, align and save chips, keeping the identity folders) and
 //! `bridge identify` (closed-set rank-1 on an identity folder). Threads split the images.
 
+use super::common::{default_weights, ModelChoice};
 use crate::cpu::{self, Kernels};
 use crate::data::folder::ImageFolder;
 use crate::data::image::{self, Rgb8};
@@ -153,13 +154,6 @@ pub fn align(
     Ok((aligned, outcome.len()))
 }
 
-/// Which network embeds the faces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModelChoice {
-    Student,
-    Teacher,
-}
-
 /// Embeds images with the chosen model, batches of 16 spread over threads.
 pub fn embed_images(
     model: ModelChoice,
@@ -180,7 +174,7 @@ pub fn embed_images(
             })
         }
         ModelChoice::Student => {
-            let net = StudentNet::load(super::commands::default_weights(weights)?)?;
+            let net = StudentNet::load(default_weights(weights)?)?;
             parallel_map(chunks.len(), threads, pb, &|i| {
                 embed_rgb(&net, k, chunks[i])
             })

@@ -1,5 +1,6 @@
 //! The subcommands of `bridge`, each a thin composition of library calls.
 
+use super::common::default_weights;
 use super::Command;
 use crate::cpu;
 use crate::data::image::{self, Rgb8};
@@ -70,32 +71,6 @@ pub fn run(cmd: Command) -> Result<()> {
             threads,
         } => super::align::identify(&dir, model, weights, threads).map(|_| ()),
     }
-}
-
-/// The student weights to use: `--weights`, else `BRIDGE_WEIGHTS`, else
-/// `weights/student.safetensors` in the current folder or the source tree.
-pub fn default_weights(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p);
-    }
-    if let Ok(p) = std::env::var("BRIDGE_WEIGHTS") {
-        if !p.is_empty() {
-            return Ok(PathBuf::from(p));
-        }
-    }
-    let local = PathBuf::from("weights/student.safetensors");
-    if local.exists() {
-        return Ok(local);
-    }
-    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/student.safetensors");
-    if in_tree.exists() {
-        return Ok(in_tree);
-    }
-    Err(Error::MissingAsset(
-        "no student weights: weights/student.safetensors does not exist yet; make a random one with \
-         `bridge init --out weights/student.safetensors` or pass --weights FILE"
-            .into(),
-    ))
 }
 
 fn human_bytes(b: usize) -> String {

@@ -3,7 +3,7 @@
 //! mode when the bridge head is shipped), draws them into one figure beside the table, and times
 //! the student. Composition only.
 
-use super::commands::default_weights;
+use super::common::default_weights;
 use crate::assets;
 use crate::cpu;
 use crate::distill::head::BridgeHead;

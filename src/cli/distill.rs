@@ -2,7 +2,7 @@
 //! the options of both steps and of labelling into `distill` calls, measures the held-out split
 //! after each epoch, and writes the bridge, the store and the student. No maths.
 
-use super::train::{run_to_file, start_or_resume, DegradeArgs};
+use super::common::{backend, run_to_file, start_or_resume, DegradeArgs};
 use crate::assets;
 use crate::autograd::loss::Margin;
 use crate::cpu;
@@ -365,7 +365,7 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
         }
         DistillCommand::All(a) => {
             // A GPU that cannot train should fail now, not after step 1.
-            super::train::backend(&a.step2.device)?;
+            backend(&a.step2.device)?;
             let o1 = Step1Opts {
                 quiet: a.quiet,
                 ..a.step1.clone()
@@ -575,7 +575,7 @@ fn step2_config(o: &Step2Opts) -> TrainConfig {
 
 fn step2(bridge: &Path, out: &Path, data: Option<Vec<PathBuf>>, o: &Step2Opts) -> Result<()> {
     let k = cpu::kernels()?;
-    let backend = super::train::backend(&o.device)?;
+    let backend = backend(&o.device)?;
     let target = target_of(o);
     let lambdas = step2_lambdas(o, target)?;
     if lambdas.lr != 0.0 {
@@ -826,7 +826,7 @@ fn step2_store(
     o: &Step2Opts,
 ) -> Result<()> {
     let k = cpu::kernels()?;
-    let backend = super::train::backend(&o.device)?;
+    let backend = backend(&o.device)?;
     let target = target_of(o);
     let lambdas = step2_lambdas(o, target)?;
     if o.augment.is_some() || o.black_frame.is_some() || !o.degrade.is_default() {

@@ -2,8 +2,7 @@
 //! progress bar, and prints the text or JSON reports and draws the figure. Holds no metric or
 //! protocol logic.
 
-use super::commands::default_weights;
-use super::train::DegradeArgs;
+use super::common::{default_weights, DegradeArgs};
 use crate::assets;
 use crate::distill::head::BridgeHead;
 use crate::error::{Error, Result};

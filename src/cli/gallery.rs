@@ -2,8 +2,8 @@
 //! vectors to `crate::gallery`. It owns no index logic, and checks that the gallery and the
 //! probes come from the same weights.
 
-use super::align::{embed_images, ModelChoice};
-use super::commands::default_weights;
+use super::align::embed_images;
+use super::common::{default_weights, ModelChoice};
 use crate::cpu;
 use crate::data::folder::ImageFolder;
 use crate::data::image::{self, Rgb8};

@@ -3,6 +3,7 @@
 
 mod align;
 mod commands;
+mod common;
 mod demo;
 pub mod device;
 mod distill;
@@ -18,8 +19,7 @@ mod train;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-pub use align::ModelChoice;
-pub use commands::default_weights;
+pub use common::{default_weights, ModelChoice};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -288,6 +288,9 @@ struct HeadBatch<'a> {
     lr: Option<&'a LrFeatures<'a>>,
 }
 
+/// Each head tensor's gradient, by name, in the head's tensor order.
+type NamedGrads = Vec<(String, Vec<f32>)>;
+
 /// One step's loss terms (unweighted) and correctly classified views.
 struct HeadLosses {
     class: f32,
@@ -314,7 +317,7 @@ fn head_gradients(
     head: &BridgeHead,
     hb: &HeadBatch,
     cfg: &HeadConfig,
-) -> Result<(HeadLosses, Vec<(String, Vec<f32>)>)> {
+) -> Result<(HeadLosses, NamedGrads)> {
     let d = TEACHER_EMBEDDING;
     let classes = head.classes();
     let batch = hb.idx.len();
