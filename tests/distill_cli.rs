@@ -250,7 +250,7 @@ fn miniature_distillation_beats_random_init_on_orl_at_16px() {
         ]),
         "distill step2 --store",
     );
-    let csv = std::fs::read_to_string(dir.join("consistent.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.join("consistent.safetensors.csv")).unwrap();
     let header = csv.lines().next().unwrap();
     for col in [
         "faces_per_sec",
