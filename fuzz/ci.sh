@@ -52,7 +52,7 @@ if command -v valgrind >/dev/null && command -v gcc >/dev/null; then
   work=$(mktemp -d)
   cargo build --release --quiet
   gcc -O2 -Iinclude examples/c/embed.c target/release/libbridgeface.a \
-      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$work/embed"
+      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$work/embed"
   target/release/bridge init --out "$work/s.safetensors" --resolution 16 --seed 3 >/dev/null
   for f in a b; do
     { printf 'P6\n20 24\n255\n'; head -c $((20 * 24 * 3)) /dev/urandom; } > "$work/$f.ppm"

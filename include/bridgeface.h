@@ -8,7 +8,7 @@
  * Linking (Linux, gcc or clang):
  *     cargo build --release
  *     gcc -O2 -Iinclude prog.c target/release/libbridgeface.a \
- *         -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o prog
+ *         -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o prog
  * (the system libraries are what `cargo rustc --release --lib -- --print native-static-libs`
  * lists for this target).
  *

@@ -9,8 +9,10 @@ use std::process::{Command, Output};
 /// System libraries the Rust standard library needs in a static link on Linux (glibc), exactly
 /// as `cargo rustc --release --lib -- --print native-static-libs` prints them. On glibc 2.34+
 /// `-lpthread -ldl -lm` alone suffice (the rest are merged into libc or added by gcc), but the
-/// full list also links on older systems. Keep in sync with the README and bridgeface.h.
+/// full list also links on older systems; `-lstdc++` is for the gallery's usearch (C++), which
+/// the default `gallery` feature links in. Keep in sync with docs/CLI.md and bridgeface.h.
 const LINK_FLAGS: &[&str] = &[
+    "-lstdc++",
     "-lgcc_s",
     "-lutil",
     "-lrt",
