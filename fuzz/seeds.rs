@@ -345,7 +345,7 @@ fn image_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let mut buf = std::io::Cursor::new(vec![0u8]); // mode byte: no planted detections
         buf.set_position(1);
         small.write_to(&mut buf, fmt)?;
-        write(dir, &format!("face.{ext}"), &buf.into_inner())?;
+        write(dir, &format!("pattern-{ext}.seed"), &buf.into_inner())?;
     }
     let mut buf = std::io::Cursor::new(vec![0u8]);
     buf.set_position(1);
@@ -363,7 +363,7 @@ fn image_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut buf = std::io::Cursor::new(Vec::new());
     small.write_to(&mut buf, F::Png)?;
     v.extend_from_slice(&buf.into_inner());
-    write(dir, "face-with-detections.png", &v)?;
+    write(dir, "pattern-with-detections.seed", &v)?;
     Ok(())
 }
 
