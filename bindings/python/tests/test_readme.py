@@ -13,7 +13,7 @@ from conftest import REPO, synthetic_image, write_png
 
 def test_readme_example_runs(tmp_path, weights):
     text = (REPO / "README.md").read_text()
-    section = text[text.index("### From Python") :]
+    section = text[text.index("## From Python") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10, "the README promises a ten-line example"
     for ident in range(4):
