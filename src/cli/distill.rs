@@ -876,17 +876,7 @@ fn step2_store(
             let rows = hr.gather(&(0..src.store.len()).collect::<Vec<_>>())?;
             Some(class_means(&rows, &labels, src.identities)?)
         }
-        Target::Bridge => {
-            let mut c = head.get(crate::distill::head::CENTRES)?.clone();
-            for row in c
-                .data_mut()
-                .chunks_mut(crate::model::student::EMBEDDING_SIZE)
-            {
-                let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                row.iter_mut().for_each(|v| *v /= n);
-            }
-            Some(c)
-        }
+        Target::Bridge => Some(crate::distill::unit_centres(&head)?),
     };
     let mut cfg = step2_config(o);
     cfg.augment = AugmentConfig::none();

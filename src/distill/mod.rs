@@ -348,18 +348,23 @@ impl Bridge {
             }
             step2::Target::Bridge => {
                 let a = self.cache.view_f32(step1::ADAPTED)?;
-                let mut c = self.head.get(head::CENTRES)?.clone();
-                for row in c
-                    .data_mut()
-                    .chunks_mut(crate::model::student::EMBEDDING_SIZE)
-                {
-                    let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                    row.iter_mut().for_each(|v| *v /= n);
-                }
-                Ok((a, Some(c)))
+                Ok((a, Some(unit_centres(&self.head)?)))
             }
         }
     }
+}
+
+/// The bridge head's class centres as unit rows: where step 2's classifier starts for `bridge`.
+pub fn unit_centres(head: &BridgeHead) -> Result<Tensor> {
+    let mut c = head.get(head::CENTRES)?.clone();
+    for row in c
+        .data_mut()
+        .chunks_mut(crate::model::student::EMBEDDING_SIZE)
+    {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    Ok(c)
 }
 
 /// Which identities a store's records come from.
