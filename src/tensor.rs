@@ -28,6 +28,16 @@ impl Tensor {
     }
 
     /// A tensor of zeros.
+    /// A tensor over a buffer of `shape`'s element count (e.g. a reused one); a buffer of
+    /// another length is resized to it, new values zero.
+    pub fn from_buffer(shape: &[usize], mut data: Vec<f32>) -> Self {
+        data.resize(numel(shape), 0.0);
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),

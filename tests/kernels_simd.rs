@@ -10,7 +10,8 @@
 
 use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
 use bridgeface::cpu::{
-    scalar, scalar_packed, BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Isa, Kernels,
+    scalar, scalar_packed, BatchNormBackward, BatchNormPreluForward, ConvDataGrad, ConvGeom,
+    ConvWeightGrad, Isa, Kernels,
 };
 use bridgeface::model::student::{StudentInfo, StudentParams};
 use bridgeface::rng::Rng;
@@ -67,6 +68,9 @@ fn conv_cases() -> Vec<ConvGeom> {
         ConvGeom::square(3, 3, 10, 7, 20, 3, 2, 1, 1),
         ConvGeom::square(1, 6, 6, 6, 18, 1, 2, 0, 1),
         ConvGeom::square(1, 8, 6, 6, 12, 3, 1, 1, 2),
+        // The student's pointwise layers at 16 and 8 px (the trainer's NCHW GEMM route).
+        ConvGeom::square(3, 32, 16, 16, 64, 1, 1, 0, 1),
+        ConvGeom::square(2, 128, 8, 8, 256, 1, 1, 0, 1),
     ];
     let mut odd = ConvGeom::square(1, 21, 7, 6, 21, 5, 1, 2, 21);
     odd.kh = 5;
@@ -658,6 +662,132 @@ fn prelu_backward_matches_scalar() {
             // dx is one product per element: the same rounding as the reference.
             assert_eq!(dx, want_dx, "{what}: dx");
             assert_close_to_magnitude(&format!("{what}: dalpha"), &da, &want_da, &mag);
+        }
+    }
+}
+
+#[test]
+fn prelu_forward_matches_scalar_exactly() {
+    let mut rng = Rng::new(57);
+    for k in Kernels::fast_tables() {
+        for (n, c, hw) in CHANNEL_CASES {
+            let mut x = random(&mut rng, n * c * hw);
+            for v in x.iter_mut().step_by(7) {
+                *v = 0.0;
+            }
+            let alpha = random(&mut rng, c);
+            let mut want = x.clone();
+            scalar::prelu(n, c, hw, &mut want, &alpha);
+            let mut got = x.clone();
+            (k.prelu)(n, c, hw, &mut got, &alpha);
+            // One comparison and one product per element: the same rounding as the reference.
+            assert_eq!(got, want, "{} prelu n={n} c={c} hw={hw}", k.isa.name());
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_matches_scalar_on_every_geometry() {
+    let mut rng = Rng::new(58);
+    // The stem of the 16, 12 and 8 px students, plus every geometry of `conv_cases` (grouped
+    // ones take the reference, dense ones the im2col route).
+    let mut cases = vec![
+        ConvGeom::square(5, 3, 16, 16, 32, 3, 1, 1, 1),
+        ConvGeom::square(3, 3, 12, 12, 32, 3, 1, 1, 1),
+        ConvGeom::square(2, 3, 8, 8, 32, 3, 1, 1, 1),
+    ];
+    cases.extend(conv_cases());
+    for k in Kernels::fast_tables() {
+        for g in &cases {
+            let x = random(&mut rng, g.input_len());
+            let dy = random(&mut rng, g.n * g.c_out * g.out_h() * g.out_w());
+            let what = format!("{} conv weight gradient {g:?}", k.isa.name());
+            let mut want = vec![0.0; g.weight_len()];
+            let mut mag = vec![0.0; g.weight_len()];
+            scalar::conv2d_backward_weight::<f32>(
+                g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut want,
+                },
+            );
+            scalar::conv2d_backward_weight::<f32>(
+                g,
+                ConvWeightGrad {
+                    x: &abs(&x),
+                    dy: &abs(&dy),
+                    dw: &mut mag,
+                },
+            );
+            let mut got = vec![f32::NAN; g.weight_len()];
+            (k.conv2d_backward_weight)(
+                g,
+                ConvWeightGrad {
+                    x: &x,
+                    dy: &dy,
+                    dw: &mut got,
+                },
+            );
+            assert_close_to_magnitude(&what, &got, &want, &mag);
+        }
+    }
+}
+
+#[test]
+fn fused_batch_norm_prelu_matches_scalar() {
+    let mut rng = Rng::new(59);
+    let eps = 1e-5;
+    for k in Kernels::fast_tables() {
+        for (n, c, hw) in CHANNEL_CASES {
+            let len = n * c * hw;
+            let x: Vec<f32> = random(&mut rng, len).iter().map(|v| v + 0.3).collect();
+            let gamma: Vec<f32> = random(&mut rng, c).iter().map(|v| v + 1.5).collect();
+            let beta = random(&mut rng, c);
+            let alpha = random(&mut rng, c);
+            let what = format!("{} batch-norm + prelu n={n} c={c} hw={hw}", k.isa.name());
+            let mut want = (vec![0.0; len], vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            scalar::batch_norm_prelu_train_forward(BatchNormPreluForward {
+                n,
+                c,
+                hw,
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                alpha: &alpha,
+                eps,
+                y: &mut want.0,
+                z: &mut want.1,
+                mean: &mut want.2,
+                var: &mut want.3,
+            });
+            let nan = vec![f32::NAN; len];
+            let mut got = (nan.clone(), nan, vec![f32::NAN; c], vec![f32::NAN; c]);
+            (k.batch_norm_prelu_train_forward)(BatchNormPreluForward {
+                n,
+                c,
+                hw,
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                alpha: &alpha,
+                eps,
+                y: &mut got.0,
+                z: &mut got.1,
+                mean: &mut got.2,
+                var: &mut got.3,
+            });
+            assert_close(&format!("{what}: y"), &got.0, &want.0);
+            assert_close(&format!("{what}: mean"), &got.2, &want.2);
+            assert_close(&format!("{what}: var"), &got.3, &want.3);
+            // z is exactly the reference PReLU of the kernel's own y.
+            let mut z = got.0.clone();
+            scalar::prelu(n, c, hw, &mut z, &alpha);
+            assert_eq!(got.1, z, "{what}: z");
+            // ... and the unfused kernel gives the same y.
+            let (mut y, mut m, mut v) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            (k.batch_norm_train_forward)(n, c, hw, &x, &gamma, &beta, eps, &mut y, &mut m, &mut v);
+            assert_eq!(got.0, y, "{what}: y against the unfused kernel");
         }
     }
 }

@@ -8,10 +8,13 @@ pub mod student;
 #[cfg(test)]
 mod gradcheck;
 
-use crate::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels};
+use crate::cpu::{
+    BatchNormBackward, BatchNormPreluForward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels,
+};
 use crate::error::{Error, Result};
 use crate::ops::{self, Conv2d};
 use crate::tensor::Tensor;
+use std::collections::HashMap;
 
 /// A value recorded on a tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,10 +98,74 @@ struct Node {
     op: Op,
 }
 
-/// The record of one forward pass. Values stay on the tape until it is dropped.
+/// The record of one forward pass. Values stay on the tape until it is dropped, or handed back
+/// with `into_pool` for the next tape to reuse.
 pub struct Tape<'k> {
     k: &'k Kernels,
     nodes: Vec<Node>,
+    pool: BufferPool,
+}
+
+/// The buffers of a finished tape, for the next one: a training step records the same graph
+/// every time, so once the first step has run, every value and gradient of the next finds a
+/// buffer of its exact length here and a step allocates (and zero-fills) no activation memory.
+/// Reused buffers hold the previous step's numbers: they are handed only to kernels that
+/// overwrite their whole output (the contract of every `Kernels` entry the tape calls).
+#[derive(Default)]
+pub struct BufferPool {
+    free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Buffers taken per length since the last `trim`.
+    taken: HashMap<usize, usize>,
+}
+
+/// A clone starts empty: buffers are scratch space, not state.
+impl Clone for BufferPool {
+    fn clone(&self) -> Self {
+        BufferPool::default()
+    }
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BufferPool({} buffers)", self.len())
+    }
+}
+
+impl BufferPool {
+    /// A buffer of exactly `len` values with unspecified (finite, but stale) contents.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        *self.taken.entry(len).or_default() += 1;
+        self.free
+            .get_mut(&len)
+            .and_then(Vec::pop)
+            .unwrap_or_else(|| vec![0.0; len])
+    }
+
+    /// Keeps, per length, at most as many buffers as were taken since the last trim: what the
+    /// next identical step needs. Buffers that came from outside (the input batch, parameter
+    /// copies) and are never asked for again are dropped, so the pool does not grow.
+    fn trim(&mut self) {
+        let taken = std::mem::take(&mut self.taken);
+        self.free.retain(|len, bufs| {
+            bufs.truncate(taken.get(len).copied().unwrap_or(0));
+            !bufs.is_empty()
+        });
+    }
+
+    fn give(&mut self, buf: Vec<f32>) {
+        if !buf.is_empty() {
+            self.free.entry(buf.len()).or_default().push(buf);
+        }
+    }
+
+    /// How many buffers are waiting to be reused.
+    pub fn len(&self) -> usize {
+        self.free.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Splits a 2-D or 4-D shape into (batch, channels, spatial size).
@@ -124,10 +191,54 @@ fn check_channels(what: &str, t: &Tensor, c: usize) -> Result<()> {
 
 impl<'k> Tape<'k> {
     pub fn new(k: &'k Kernels) -> Self {
+        Self::with_pool(k, BufferPool::default())
+    }
+
+    /// A tape that takes its buffers from `pool` (see `BufferPool`).
+    pub fn with_pool(k: &'k Kernels, pool: BufferPool) -> Self {
         Tape {
             k,
             nodes: Vec::new(),
+            pool,
         }
+    }
+
+    /// Ends the tape, handing every value and gradient buffer back for the next one.
+    pub fn into_pool(self) -> BufferPool {
+        let mut pool = self.pool;
+        for node in self.nodes {
+            // Leaves came from outside (inputs, parameter copies): the next step brings its
+            // own, so keeping theirs would only grow the pool.
+            if !matches!(node.op, Op::Leaf) {
+                pool.give(node.value.into_data());
+            }
+            if let Some(g) = node.grad {
+                pool.give(g.into_data());
+            }
+        }
+        pool.trim();
+        pool
+    }
+
+    /// A tensor of `shape` from the pool, contents unspecified: only for outputs that the
+    /// kernel called next overwrites whole.
+    fn output(&mut self, shape: &[usize]) -> Tensor {
+        let len = shape.iter().product();
+        Tensor::from_buffer(shape, self.pool.take(len))
+    }
+
+    /// A pooled tensor of `v`'s shape, contents unspecified (see `output`).
+    fn output_like(&mut self, v: Var) -> Tensor {
+        let shape = self.value(v).shape().to_vec();
+        self.output(&shape)
+    }
+
+    /// A pooled copy of `v`'s value (for the ops that work in place).
+    fn copy_of(&mut self, v: Var) -> Tensor {
+        let shape = self.value(v).shape().to_vec();
+        let mut t = self.output(&shape);
+        t.data_mut().copy_from_slice(self.nodes[v.0].value.data());
+        t
     }
 
     pub fn kernels(&self) -> &'k Kernels {
@@ -165,7 +276,14 @@ impl<'k> Tape<'k> {
     /// Convolution without bias (a batch-norm always follows in the student).
     pub fn conv2d(&mut self, x: Var, w: Var, p: Conv2d) -> Result<Var> {
         let geom = p.geometry(self.value(x), self.value(w))?;
-        let y = ops::conv2d(self.k, self.value(x), self.value(w), None, p)?;
+        let mut y = self.output(&[geom.n, geom.c_out, geom.out_h(), geom.out_w()]);
+        (self.k.conv2d)(
+            &geom,
+            self.value(x).data(),
+            self.value(w).data(),
+            None,
+            y.data_mut(),
+        );
         let rg = self.needs(x) || self.needs(w);
         Ok(self.push(y, rg, Op::Conv { x, w, geom }))
     }
@@ -188,7 +306,8 @@ impl<'k> Tape<'k> {
                     .into(),
             ));
         }
-        let mut y = Tensor::zeros(self.value(x).shape());
+        let shape = self.value(x).shape().to_vec();
+        let mut y = self.output(&shape);
         let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
         (self.k.batch_norm_train_forward)(
             n,
@@ -215,6 +334,63 @@ impl<'k> Tape<'k> {
                 eps,
             },
         );
+        Ok((out, mean, var))
+    }
+
+    /// Training-mode batch-norm followed by PReLU (slopes `alpha`): records the same two nodes
+    /// as `batch_norm_train` then `prelu`, both values written by one fused kernel. Returns the
+    /// PReLU's output and the batch statistics.
+    pub fn batch_norm_prelu_train(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        alpha: Var,
+        eps: f32,
+    ) -> Result<(Var, Vec<f32>, Vec<f32>)> {
+        let (n, c, hw) = nc_hw(self.value(x), "batch-norm input")?;
+        check_channels("batch-norm weight", self.value(gamma), c)?;
+        check_channels("batch-norm bias", self.value(beta), c)?;
+        check_channels("prelu slopes", self.value(alpha), c)?;
+        if n * hw < 2 {
+            return Err(Error::InvalidArgument(
+                "training batch-norm needs at least two values per channel; use a batch of 2 or more"
+                    .into(),
+            ));
+        }
+        let shape = self.value(x).shape().to_vec();
+        let mut y = self.output(&shape);
+        let mut z = self.output(&shape);
+        let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+        (self.k.batch_norm_prelu_train_forward)(BatchNormPreluForward {
+            n,
+            c,
+            hw,
+            x: self.value(x).data(),
+            gamma: self.value(gamma).data(),
+            beta: self.value(beta).data(),
+            alpha: self.value(alpha).data(),
+            eps,
+            y: y.data_mut(),
+            z: z.data_mut(),
+            mean: &mut mean,
+            var: &mut var,
+        });
+        let rg = self.needs(x) || self.needs(gamma) || self.needs(beta);
+        let bn = self.push(
+            y,
+            rg,
+            Op::BatchNormTrain {
+                x,
+                gamma,
+                beta,
+                mean: mean.clone(),
+                var: var.clone(),
+                eps,
+            },
+        );
+        let rg = rg || self.needs(alpha);
+        let out = self.push(z, rg, Op::Prelu { x: bn, alpha });
         Ok((out, mean, var))
     }
 
@@ -268,7 +444,7 @@ impl<'k> Tape<'k> {
 
     /// PReLU with one slope per channel.
     pub fn prelu(&mut self, x: Var, alpha: Var) -> Result<Var> {
-        let mut y = self.value(x).clone();
+        let mut y = self.copy_of(x);
         ops::prelu(self.k, &mut y, self.value(alpha).data())?;
         let rg = self.needs(x) || self.needs(alpha);
         Ok(self.push(y, rg, Op::Prelu { x, alpha }))
@@ -276,7 +452,7 @@ impl<'k> Tape<'k> {
 
     /// Elementwise sum of equally shaped values.
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
-        let mut y = self.value(a).clone();
+        let mut y = self.copy_of(a);
         ops::add(self.k, &mut y, self.value(b))?;
         let rg = self.needs(a) || self.needs(b);
         Ok(self.push(y, rg, Op::Add { a, b }))
@@ -307,10 +483,14 @@ impl<'k> Tape<'k> {
     fn accumulate(&mut self, v: Var, g: Tensor) {
         let node = &mut self.nodes[v.0];
         if !node.requires_grad {
+            self.pool.give(g.into_data());
             return;
         }
         match &mut node.grad {
-            Some(acc) => (self.k.add)(acc.data_mut(), g.data()),
+            Some(acc) => {
+                (self.k.add)(acc.data_mut(), g.data());
+                self.pool.give(g.into_data());
+            }
             None => node.grad = Some(g),
         }
     }
@@ -346,11 +526,11 @@ impl<'k> Tape<'k> {
             if matches!(self.nodes[i].op, Op::Leaf) {
                 continue;
             }
-            let Some(dy) = self.nodes[i].grad.take() else {
+            let Some(dy_t) = self.nodes[i].grad.take() else {
                 continue;
             };
             let op = std::mem::replace(&mut self.nodes[i].op, Op::Leaf);
-            let dy = dy.data();
+            let dy = dy_t.data();
             match &op {
                 Op::Leaf => {}
                 Op::Conv { x, w, geom } => {
@@ -365,7 +545,7 @@ impl<'k> Tape<'k> {
                         }
                     };
                     if self.needs(*w) {
-                        let mut dw = Tensor::zeros(self.value(*w).shape());
+                        let mut dw = self.output_like(*w);
                         let x = self.value(*x).data();
                         bw(
                             geom,
@@ -378,7 +558,7 @@ impl<'k> Tape<'k> {
                         self.accumulate(*w, dw);
                     }
                     if self.needs(*x) {
-                        let mut dx = Tensor::zeros(self.value(*x).shape());
+                        let mut dx = self.output_like(*x);
                         let w = self.value(*w).data();
                         bd(
                             geom,
@@ -400,9 +580,9 @@ impl<'k> Tape<'k> {
                     eps,
                 } => {
                     let (n, c, hw) = nc_hw(self.value(*x), "batch-norm input")?;
-                    let mut dx = Tensor::zeros(self.value(*x).shape());
-                    let mut dg = Tensor::zeros(self.value(*gamma).shape());
-                    let mut db = Tensor::zeros(self.value(*beta).shape());
+                    let mut dx = self.output_like(*x);
+                    let mut dg = self.output_like(*gamma);
+                    let mut db = self.output_like(*beta);
                     (k.batch_norm_train_backward)(BatchNormBackward {
                         n,
                         c,
@@ -430,9 +610,9 @@ impl<'k> Tape<'k> {
                     eps,
                 } => {
                     let (n, c, hw) = nc_hw(self.value(*x), "batch-norm input")?;
-                    let mut dx = Tensor::zeros(self.value(*x).shape());
-                    let mut dg = Tensor::zeros(self.value(*gamma).shape());
-                    let mut db = Tensor::zeros(self.value(*beta).shape());
+                    let mut dx = self.output_like(*x);
+                    let mut dg = self.output_like(*gamma);
+                    let mut db = self.output_like(*beta);
                     (k.batch_norm_eval_backward)(BatchNormBackward {
                         n,
                         c,
@@ -453,8 +633,8 @@ impl<'k> Tape<'k> {
                 }
                 Op::Prelu { x, alpha } => {
                     let (n, c, hw) = nc_hw(self.value(*x), "prelu input")?;
-                    let mut dx = Tensor::zeros(self.value(*x).shape());
-                    let mut da = Tensor::zeros(self.value(*alpha).shape());
+                    let mut dx = self.output_like(*x);
+                    let mut da = self.output_like(*alpha);
                     (k.prelu_backward)(
                         n,
                         c,
@@ -470,13 +650,17 @@ impl<'k> Tape<'k> {
                 }
                 Op::Add { a, b } => {
                     let shape = self.value(*a).shape().to_vec();
-                    self.accumulate(*a, Tensor::new(&shape, dy.to_vec())?);
-                    self.accumulate(*b, Tensor::new(&shape, dy.to_vec())?);
+                    let mut da = self.output(&shape);
+                    da.data_mut().copy_from_slice(dy);
+                    self.accumulate(*a, da);
+                    let mut db = self.output(&shape);
+                    db.data_mut().copy_from_slice(dy);
+                    self.accumulate(*b, db);
                 }
                 Op::GlobalDepthwise { x, w } => {
                     let [n, c, h, wd] = self.value(*x).dims4("global depthwise input")?;
-                    let mut dx = Tensor::zeros(self.value(*x).shape());
-                    let mut dw = Tensor::zeros(self.value(*w).shape());
+                    let mut dx = self.output_like(*x);
+                    let mut dw = self.output_like(*w);
                     (k.global_depthwise_backward)(
                         n,
                         c,
@@ -494,7 +678,7 @@ impl<'k> Tape<'k> {
                     let [n, kk] = self.value(*x).dims2("linear input")?;
                     let [m, _] = self.value(*w).dims2("linear weight")?;
                     if self.needs(*w) {
-                        let mut dw = Tensor::zeros(self.value(*w).shape());
+                        let mut dw = self.output_like(*w);
                         (k.linear_backward_weight)(
                             n,
                             kk,
@@ -506,7 +690,7 @@ impl<'k> Tape<'k> {
                         self.accumulate(*w, dw);
                     }
                     if self.needs(*x) {
-                        let mut dx = Tensor::zeros(self.value(*x).shape());
+                        let mut dx = self.output_like(*x);
                         (k.linear_backward_data)(
                             n,
                             kk,
@@ -520,12 +704,13 @@ impl<'k> Tape<'k> {
                 }
                 Op::L2Normalize { x } => {
                     let [n, d] = self.value(*x).dims2("l2-normalise input")?;
-                    let mut dx = Tensor::zeros(self.value(*x).shape());
+                    let mut dx = self.output_like(*x);
                     (k.l2_normalize_backward)(n, d, self.value(*x).data(), dy, dx.data_mut());
                     self.accumulate(*x, dx);
                 }
             }
             self.nodes[i].op = op;
+            self.pool.give(dy_t.into_data());
         }
         Ok(())
     }

@@ -43,6 +43,11 @@ struct Args {
     /// this run, and print the ratio. `--compare-ort FILE` is the same option.
     #[arg(long, alias = "compare-ort")]
     onnx: Option<PathBuf>,
+    /// With `--model train`: run the PyTorch peer (benches/torch_train_peer.py: the same
+    /// network, CosFace loss over the same classes and SGD step, pip's torch on the CPU) at the
+    /// same batch and thread count in this run, and print the ratio.
+    #[arg(long)]
+    compare_torch: bool,
     /// Print JSON (one object per case, one per line).
     #[arg(long)]
     json: bool,
@@ -313,7 +318,7 @@ fn ort_faces_per_sec(
     r: usize,
 ) -> Result<f64> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_peer.py");
-    let out = Command::new("python3")
+    let out = Command::new(peer_python())
         .arg(&script)
         .arg(onnx)
         .args(["--batch", &batch.to_string()])
@@ -409,12 +414,17 @@ fn pointwise_vs_peak(net: &StudentNet, k: &Kernels, runs: usize, json: bool) -> 
 }
 
 /// `--model train`: faces per second of one training step of a fresh 16×16 student (forward,
-/// CosFace loss, backward, SGD update; 1 thread) on random faces with random labels of 100
-/// identities, per ISA; also the forward alone (recording the tape), so `step − forward` is
+/// CosFace loss, backward, SGD update; 1 thread) on random faces with random labels of
+/// `TRAIN_BENCH_CLASSES` identities, per ISA; also the forward alone (recording the tape), so `step − forward` is
 /// the backward plus the optimiser. Medians of `--runs` after one warm-up step.
 fn bench_train(a: &Args) -> Result<()> {
+    let peer = if a.compare_torch {
+        Some(torch_train_peer(a.batch.unwrap_or(256), a.runs)?)
+    } else {
+        None
+    };
     use bridgeface::autograd::student::{record_student, Mode};
-    use bridgeface::autograd::Tape;
+    use bridgeface::autograd::{BufferPool, Tape};
     use bridgeface::train::{train_step, TrainConfig, TrainState};
     let batch = a.batch.unwrap_or(256);
     let isas = match &a.isa {
@@ -422,7 +432,7 @@ fn bench_train(a: &Args) -> Result<()> {
         None => Kernels::available_isas(),
     };
     let r = 16;
-    let classes = 100;
+    let classes = TRAIN_BENCH_CLASSES;
     let cfg = TrainConfig::new(r);
     let mut rng = Rng::new(7);
     let x: Vec<f32> = (0..batch * 3 * r * r)
@@ -443,7 +453,10 @@ fn bench_train(a: &Args) -> Result<()> {
                 depthwise_backward_data: s.depthwise_backward_data,
                 depthwise_backward_weight: s.depthwise_backward_weight,
                 prelu_backward: s.prelu_backward,
+                prelu: s.prelu,
+                conv2d_backward_weight: s.conv2d_backward_weight,
                 batch_norm_train_forward: s.batch_norm_train_forward,
+                batch_norm_prelu_train_forward: s.batch_norm_prelu_train_forward,
                 batch_norm_train_backward: s.batch_norm_train_backward,
                 ..k
             };
@@ -452,10 +465,13 @@ fn bench_train(a: &Args) -> Result<()> {
     }
     for (name, k) in tables {
         let mut state = TrainState::new(&cfg, classes)?;
+        // The forward reuses its buffers across runs, as the training step does.
+        let mut pool = Some(BufferPool::default());
         let forward = time_median(a.runs, || {
-            let mut tape = Tape::new(&k);
+            let mut tape = Tape::with_pool(&k, pool.take().unwrap_or_default());
             let input = Tensor::new(&[batch, 3, r, r], x.clone())?;
             record_student(&mut tape, &state.params, input, Mode::Train)?;
+            pool = Some(tape.into_pool());
             Ok(())
         })?;
         let step = time_median(a.runs, || {
@@ -469,13 +485,19 @@ fn bench_train(a: &Args) -> Result<()> {
                 // `faces_per_s` is the old name of `faces_per_sec`, kept for one release
                 // (BENCHMARKS.md, "JSON keys"); it will be removed in the next.
                 serde_json::json!({"model": "train", "resolution": r, "isa": name,
-                    "batch": batch, "threads": 1, "forward_s": forward, "step_s": step,
-                    "faces_per_sec": batch as f64 / step, "faces_per_s": batch as f64 / step})
+                    "batch": batch, "threads": 1, "classes": classes, "forward_s": forward,
+                    "step_s": step, "faces_per_sec": batch as f64 / step,
+                    "faces_per_s": batch as f64 / step,
+                    "torch_faces_per_sec": peer.as_ref().map(|p| p.faces_per_sec),
+                    "ratio_to_torch": peer.as_ref().map(|p| batch as f64 / step / p.faces_per_sec)})
             );
         } else {
+            let ratio = peer.as_ref().map_or(String::new(), |p| {
+                format!(" = {:.2}× PyTorch", batch as f64 / step / p.faces_per_sec)
+            });
             println!(
                 "train {r}x{r} {name:>22} batch {batch:>4} 1 thread: step {:.3} s (forward {:.3} \
-                 s, backward + update {:.3} s) = {:.0} faces/s",
+                 s, backward + update {:.3} s) = {:.0} faces/s{ratio}",
                 step,
                 forward,
                 step - forward,
@@ -483,5 +505,77 @@ fn bench_train(a: &Args) -> Result<()> {
             );
         }
     }
+    if let Some(p) = &peer {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"model": "train", "peer": "pytorch", "torch": p.version,
+                    "resolution": r, "batch": batch, "threads": 1, "classes": classes,
+                    "forward_s": p.forward_s, "step_s": batch as f64 / p.faces_per_sec,
+                    "faces_per_sec": p.faces_per_sec})
+            );
+        } else {
+            println!(
+                "train {r}x{r} {:>22} batch {batch:>4} 1 thread: step {:.3} s (forward {:.3} s) \
+                 = {:.0} faces/s",
+                format!("pytorch {}", p.version),
+                batch as f64 / p.faces_per_sec,
+                p.forward_s,
+                p.faces_per_sec
+            );
+        }
+    }
     Ok(())
+}
+
+/// Classes of the training benchmark's CosFace head (the size of the synthetic training set's
+/// identity count when the figure was first taken), on both sides of `--compare-torch`.
+const TRAIN_BENCH_CLASSES: usize = 1542;
+
+/// What the PyTorch training peer measured.
+struct TorchPeer {
+    faces_per_sec: f64,
+    forward_s: f64,
+    version: String,
+}
+
+/// The interpreter for the Python peers: `$BRIDGE_PEER_PYTHON`, else `python3`.
+fn peer_python() -> String {
+    std::env::var("BRIDGE_PEER_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs benches/torch_train_peer.py (PyTorch on the CPU, one thread) at the same batch.
+fn torch_train_peer(batch: usize, runs: usize) -> Result<TorchPeer> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_train_peer.py");
+    let python = peer_python();
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(["--batch", &batch.to_string()])
+        .args(["--threads", "1"])
+        .args(["--runs", &runs.to_string()])
+        .args(["--resolution", "16"])
+        .args(["--classes", &TRAIN_BENCH_CLASSES.to_string()])
+        .output()
+        .map_err(|e| {
+            Error::MissingAsset(format!("cannot run {python} for the PyTorch peer: {e}"))
+        })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::MissingAsset(format!(
+            "the PyTorch peer failed (pip install torch, or set BRIDGE_PEER_PYTHON): {}",
+            msg.lines().last().unwrap_or("no message")
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|_| Error::MissingAsset(format!("the PyTorch peer printed no JSON: {text}")))?;
+    let num = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| Error::MissingAsset(format!("the PyTorch peer printed no {k}")))
+    };
+    Ok(TorchPeer {
+        faces_per_sec: num("faces_per_sec")?,
+        forward_s: num("forward_s")?,
+        version: v["torch"].as_str().unwrap_or("?").to_string(),
+    })
 }

@@ -221,6 +221,27 @@ pub struct BatchNormBackward<'a, T = f32> {
     pub dbeta: &'a mut [T],
 }
 
+/// The arguments of the trainer's fused training-mode batch-norm + PReLU forward over an
+/// NC(HW) batch: reads `x`, `gamma`, `beta`, `eps` and the PReLU slopes `alpha`; overwrites
+/// the batch-norm output `y` (the PReLU's input, which its backward needs), the PReLU output
+/// `z`, and the batch `mean` and biased `var`. One pass writes both outputs.
+pub struct BatchNormPreluForward<'a> {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub x: &'a [f32],
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub alpha: &'a [f32],
+    pub eps: f32,
+    pub y: &'a mut [f32],
+    pub z: &'a mut [f32],
+    pub mean: &'a mut [f32],
+    pub var: &'a mut [f32],
+}
+
+/// `batch_norm_prelu_train_forward(BatchNormPreluForward { … })`.
+pub type BatchNormPreluFn = fn(BatchNormPreluForward<'_>);
 /// `batch_norm_{train,eval}_backward(BatchNormBackward { n, c, hw, x, dy, … })`.
 pub type BatchNormBackwardFn = fn(BatchNormBackward<'_>);
 /// `prelu_backward(n, c, hw, x, alpha, dy, dx, dalpha)`.
@@ -254,6 +275,7 @@ pub struct Kernels {
     pub pointwise_backward_data: ConvBackwardDataFn,
     pub pointwise_backward_weight: ConvBackwardWeightFn,
     pub batch_norm_train_forward: BatchNormTrainFn,
+    pub batch_norm_prelu_train_forward: BatchNormPreluFn,
     pub batch_norm_train_backward: BatchNormBackwardFn,
     pub prelu_backward: PreluBackwardFn,
     pub global_depthwise_backward: GlobalDepthwiseBackwardFn,
@@ -293,6 +315,7 @@ impl Kernels {
             pointwise_backward_data: scalar::pointwise_backward_data::<f32>,
             pointwise_backward_weight: scalar::pointwise_backward_weight::<f32>,
             batch_norm_train_forward: scalar::batch_norm_train_forward::<f32>,
+            batch_norm_prelu_train_forward: scalar::batch_norm_prelu_train_forward,
             batch_norm_train_backward: scalar::batch_norm_train_backward::<f32>,
             prelu_backward: scalar::prelu_backward::<f32>,
             global_depthwise_backward: scalar::global_depthwise_backward::<f32>,
@@ -328,7 +351,10 @@ impl Kernels {
             depthwise_backward_data: avx2::backward::depthwise_backward_data,
             depthwise_backward_weight: avx2::backward::depthwise_backward_weight,
             prelu_backward: avx2::backward::prelu_backward,
+            prelu: avx2::backward::prelu,
+            conv2d_backward_weight: avx2::backward::conv2d_backward_weight,
             batch_norm_train_forward: avx2::backward::batch_norm_train_forward,
+            batch_norm_prelu_train_forward: avx2::backward::batch_norm_prelu_train_forward,
             batch_norm_train_backward: avx2::backward::batch_norm_train_backward,
             fma_probe_chains: avx2::PROBE_CHAINS,
             ..Kernels::scalar()
@@ -353,7 +379,10 @@ impl Kernels {
             depthwise_backward_data: avx512::backward::depthwise_backward_data,
             depthwise_backward_weight: avx512::backward::depthwise_backward_weight,
             prelu_backward: avx512::backward::prelu_backward,
+            prelu: avx512::backward::prelu,
+            conv2d_backward_weight: avx512::backward::conv2d_backward_weight,
             batch_norm_train_forward: avx512::backward::batch_norm_train_forward,
+            batch_norm_prelu_train_forward: avx512::backward::batch_norm_prelu_train_forward,
             batch_norm_train_backward: avx512::backward::batch_norm_train_backward,
             fma_probe_chains: avx512::PROBE_CHAINS,
             ..Kernels::scalar()
@@ -378,7 +407,10 @@ impl Kernels {
             depthwise_backward_data: neon::backward::depthwise_backward_data,
             depthwise_backward_weight: neon::backward::depthwise_backward_weight,
             prelu_backward: neon::backward::prelu_backward,
+            prelu: neon::backward::prelu,
+            conv2d_backward_weight: neon::backward::conv2d_backward_weight,
             batch_norm_train_forward: neon::backward::batch_norm_train_forward,
+            batch_norm_prelu_train_forward: neon::backward::batch_norm_prelu_train_forward,
             batch_norm_train_backward: neon::backward::batch_norm_train_backward,
             fma_probe_chains: neon::PROBE_CHAINS,
             ..Kernels::scalar()

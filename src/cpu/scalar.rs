@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the specification every fast kernel is tested against.
 //! Plain loops, no unsafe, no layout tricks; shapes are validated by the caller (`ops`).
 
-use super::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad};
+use super::{BatchNormBackward, BatchNormPreluForward, ConvDataGrad, ConvGeom, ConvWeightGrad};
 
 /// General 2-D convolution, NCHW input, OIHW weights (`[c_out, c_in/groups, kh, kw]`),
 /// any kernel size, stride, padding and group count. `y` is `[n, c_out, out_h, out_w]`.
@@ -373,6 +373,29 @@ pub fn pointwise_backward_weight<T: Float>(g: &ConvGeom, a: ConvWeightGrad<'_, T
             }
         }
     }
+}
+
+/// The trainer's batch-norm + PReLU: `batch_norm_train_forward` into `y`, then `prelu` of a
+/// copy of `y` into `z` (the definition the fused kernels are tested against).
+pub fn batch_norm_prelu_train_forward(a: BatchNormPreluForward<'_>) {
+    let BatchNormPreluForward {
+        n,
+        c,
+        hw,
+        x,
+        gamma,
+        beta,
+        alpha,
+        eps,
+        y,
+        z,
+        mean,
+        var,
+    } = a;
+    batch_norm_train_forward::<f32>(n, c, hw, x, gamma, beta, eps, y, mean, var);
+    let len = n * c * hw;
+    z[..len].copy_from_slice(&y[..len]);
+    prelu(n, c, hw, z, alpha);
 }
 
 /// Training-mode batch-norm over NC(HW): normalises with the batch's own statistics.

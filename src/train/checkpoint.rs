@@ -128,6 +128,7 @@ pub fn from_weights(w: &WeightFile, cfg: &TrainConfig) -> Result<TrainState> {
             })?,
         epoch_correct: num("train.epoch_correct")? as usize,
         epoch_seen: num("train.epoch_seen")? as usize,
+        pool: Default::default(),
     })
 }
 

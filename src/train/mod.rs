@@ -10,7 +10,7 @@ use crate::autograd::loss::{margin_softmax, Margin};
 use crate::autograd::student::{
     is_trainable, record_student, update_running_stats, BnBatchStats, Mode,
 };
-use crate::autograd::{Tape, Var};
+use crate::autograd::{BufferPool, Tape, Var};
 use crate::cpu::Kernels;
 use crate::data::augment::AugmentConfig;
 use crate::data::degrade::DegradeConfig;
@@ -156,6 +156,8 @@ pub struct TrainState {
     pub epoch_loss: f64,
     pub epoch_correct: usize,
     pub epoch_seen: usize,
+    /// The last step's activation and gradient buffers, reused by the next (not saved).
+    pub pool: BufferPool,
 }
 
 impl TrainState {
@@ -187,6 +189,7 @@ impl TrainState {
             epoch_loss: 0.0,
             epoch_correct: 0,
             epoch_seen: 0,
+            pool: BufferPool::default(),
         })
     }
 }
@@ -261,7 +264,7 @@ pub fn objective_step(
             indices.len()
         )));
     }
-    let mut tape = Tape::new(k);
+    let mut tape = Tape::with_pool(k, std::mem::take(&mut state.pool));
     let graph = record_student(&mut tape, &state.params, x, Mode::Train)?;
     let head = classify_and_backward(
         &mut tape,
@@ -285,7 +288,7 @@ pub fn objective_step(
         CLASSIFIER.into(),
         cg.unwrap_or_else(|| vec![0.0; state.classifier.numel()]),
     ));
-    drop(tape);
+    state.pool = tape.into_pool();
     apply_gradients(cfg, state, grads, &graph.bn_stats, lr)?;
     Ok(StepStats {
         loss: head.loss,

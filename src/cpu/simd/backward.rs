@@ -389,31 +389,151 @@ pub(in crate::cpu) unsafe fn prelu_backward<V: F32x16>(
     }
 }
 
-/// `Σ f(x)` over channel `ch` of an NC(HW) tensor: vector lanes per plane, a scalar tail.
+/// PReLU forward in place on NCHW, as `scalar::prelu`: the same comparison and product per
+/// element (so the result is bit-identical), vectors along each plane and a scalar tail.
+///
+/// # Safety
+/// The ISA of `V` must be present.
 #[inline(always)]
-unsafe fn channel_sum<V: F32x16>(
+pub(in crate::cpu) unsafe fn prelu_forward<V: F32x16>(
     n: usize,
     c: usize,
     hw: usize,
-    ch: usize,
-    vf: impl Fn(usize) -> V,
-    sf: impl Fn(usize) -> f32,
-) -> f32 {
+    x: &mut [f32],
+    alpha: &[f32],
+) {
+    assert!(x.len() >= n * c * hw && alpha.len() >= c);
     let full = hw / LANES * LANES;
-    let mut acc = V::zero();
-    let mut tail = 0.0f32;
+    let xp = x.as_mut_ptr();
     for b in 0..n {
-        let base = (b * c + ch) * hw;
-        let mut p = 0;
-        while p < full {
-            acc = acc.add(vf(base + p));
-            p += LANES;
-        }
-        for i in base + full..base + hw {
-            tail += sf(i);
+        for (ch, &a) in alpha[..c].iter().enumerate() {
+            let base = (b * c + ch) * hw;
+            let av = V::splat(a);
+            let mut p = 0;
+            while p < full {
+                V::load(xp.add(base + p)).prelu(av).store(xp.add(base + p));
+                p += LANES;
+            }
+            for v in &mut x[base + full..base + hw] {
+                if *v < 0.0 {
+                    *v *= a;
+                }
+            }
         }
     }
-    acc.sum() + tail
+}
+
+/// Pointwise conv forward on NCHW without bias, as `scalar::conv2d` on a pointwise geometry:
+/// `y_n = w · x_n` is the input-gradient GEMM `dx_n = w'ᵀ · dy_n` with the roles swapped
+/// (`dy` ← `x`, `dx` ← `y`, `w'` = `wᵀ`, `c_in` ↔ `c_out`), so the trainer's forward runs
+/// on its own NCHW tensors with no conversion to the blocked layout and back.
+///
+/// # Safety
+/// The ISA of `V` must be present; `g` must be a pointwise geometry (1×1, stride 1, no
+/// padding, one group).
+#[inline(always)]
+pub(in crate::cpu) unsafe fn pointwise_forward<V: F32x16, const R: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) {
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    assert!(w.len() >= c_out * c_in);
+    let mut wt = vec![0.0f32; c_in * c_out];
+    for o in 0..c_out {
+        for i in 0..c_in {
+            wt[i * c_out + o] = w[o * c_in + i];
+        }
+    }
+    let swapped = ConvGeom::square(g.n, c_out, g.h, g.w, c_in, 1, 1, 0, 1);
+    pointwise_backward_data::<V, R>(&swapped, x, &wt, y);
+}
+
+/// Dense conv (`groups == 1`) weight gradient, as `scalar::conv2d_backward_weight`, lowered
+/// to the pointwise one: each image's receptive fields are unrolled (im2col) into a
+/// `[c_in·kh·kw, oh·ow]` matrix `cols_n` (zeros where the window overhangs the padding), so
+/// `dw [c_out, c_in·kh·kw] = Σ_n dy_n · cols_nᵀ`, which is `pointwise_backward_weight` on a
+/// `c_in·kh·kw`-channel, `oh×ow` input. This is the stem's weight gradient in training.
+///
+/// # Safety
+/// The ISA of `V` must be present; `g.groups` must be 1.
+#[inline(always)]
+pub(in crate::cpu) unsafe fn conv2d_backward_weight<V: F32x16, const R: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    assert_eq!(g.groups, 1, "the im2col weight gradient is for dense convs");
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let taps = g.c_in * g.kh * g.kw;
+    assert!(x.len() >= g.input_len() && dy.len() >= g.n * g.c_out * oh * ow);
+    assert!(dw.len() >= g.weight_len());
+    let mut cols = vec![0.0f32; g.n * taps * oh * ow];
+    for n in 0..g.n {
+        for ic in 0..g.c_in {
+            let plane = &x[(n * g.c_in + ic) * g.h * g.w..(n * g.c_in + ic + 1) * g.h * g.w];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let t = (ic * g.kh + ky) * g.kw + kx;
+                    let row = &mut cols[(n * taps + t) * oh * ow..(n * taps + t + 1) * oh * ow];
+                    for oy in 0..oh {
+                        let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        for ox in 0..ow {
+                            let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
+                            if ix >= 0 && ix < g.w as isize {
+                                row[oy * ow + ox] = src[ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let lowered = ConvGeom::square(g.n, taps, oh, ow, g.c_out, 1, 1, 0, 1);
+    pointwise_backward_weight::<V, R>(&lowered, &cols, dy, dw);
+}
+
+/// Per-channel sums `out[ch] = Σ_b Σ_p f(ch, i)` over an NC(HW) tensor, walked image by image
+/// so memory is read in order: a channel's planes lie `c·hw` floats apart, a power-of-two
+/// stride that thrashes the cache sets when walked channel by channel. `vf(ch, i)` gives the
+/// 16 terms at flat index `i`, `sf(ch, i)` one term of a plane's scalar tail. Each channel
+/// keeps a vector accumulator (its lanes summed at the end) and a scalar one for the tails.
+#[inline(always)]
+unsafe fn channel_sums<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    vf: impl Fn(usize, usize) -> V,
+    sf: impl Fn(usize, usize) -> f32,
+    out: &mut [f32],
+) {
+    let full = hw / LANES * LANES;
+    let mut acc = vec![V::zero(); c];
+    let mut tail = vec![0.0f32; c];
+    for b in 0..n {
+        for ch in 0..c {
+            let base = (b * c + ch) * hw;
+            let mut a = acc[ch];
+            let mut p = 0;
+            while p < full {
+                a = a.add(vf(ch, base + p));
+                p += LANES;
+            }
+            acc[ch] = a;
+            for i in base + full..base + hw {
+                tail[ch] += sf(ch, i);
+            }
+        }
+    }
+    for ch in 0..c {
+        out[ch] = acc[ch].sum() + tail[ch];
+    }
 }
 
 /// Training-mode batch-norm forward on NC(HW), as `scalar::batch_norm_train_forward`
@@ -435,30 +555,65 @@ pub(in crate::cpu) unsafe fn batch_norm_train_forward<V: F32x16>(
     mean: &mut [f32],
     var: &mut [f32],
 ) {
+    batch_norm_prelu_train_forward::<V>(n, c, hw, x, gamma, beta, eps, y, None, mean, var)
+}
+
+/// Training-mode batch-norm forward with, when `prelu` is `(alpha, z)`, the PReLU of its
+/// output written to `z` in the same pass (as `scalar::batch_norm_prelu_train_forward`: `y`
+/// as the unfused kernel, `z` exactly `prelu(y)`). Each channel's three passes run while its
+/// values are in cache, so the PReLU costs one more store instead of a pass over the tensor.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(in crate::cpu) unsafe fn batch_norm_prelu_train_forward<V: F32x16>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    mut prelu: Option<(&[f32], &mut [f32])>,
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     let len = n * c * hw;
     assert!(x.len() >= len && y.len() >= len && gamma.len() >= c && beta.len() >= c);
     assert!(mean.len() >= c && var.len() >= c);
+    if let Some((alpha, z)) = &prelu {
+        assert!(alpha.len() >= c && z.len() >= len);
+    }
     let count = (n * hw) as f32;
     let full = hw / LANES * LANES;
     let xp = x.as_ptr();
+    channel_sums::<V>(n, c, hw, |_, i| V::load(xp.add(i)), |_, i| x[i], mean);
+    for m in mean[..c].iter_mut() {
+        *m /= count;
+    }
+    let mean = &mean[..c];
+    channel_sums::<V>(
+        n,
+        c,
+        hw,
+        |ch, i| {
+            let d = V::load(xp.add(i)).sub(V::splat(mean[ch]));
+            d.mul(d)
+        },
+        |ch, i| (x[i] - mean[ch]) * (x[i] - mean[ch]),
+        var,
+    );
+    let mut scale = vec![0.0f32; c];
     for ch in 0..c {
-        let m = channel_sum::<V>(n, c, hw, ch, |i| V::load(xp.add(i)), |i| x[i]) / count;
-        let mv = V::splat(m);
-        let q = channel_sum::<V>(
-            n,
-            c,
-            hw,
-            ch,
-            |i| {
-                let d = V::load(xp.add(i)).sub(mv);
-                d.mul(d)
-            },
-            |i| (x[i] - m) * (x[i] - m),
-        );
-        let vr = q / count;
-        let scale = gamma[ch] / (vr + eps).sqrt();
-        let (sv, bv) = (V::splat(scale), V::splat(beta[ch]));
-        for b in 0..n {
+        var[ch] /= count;
+        scale[ch] = gamma[ch] / (var[ch] + eps).sqrt();
+    }
+    for b in 0..n {
+        for ch in 0..c {
+            let (m, sc) = (mean[ch], scale[ch]);
+            let (mv, sv, bv) = (V::splat(m), V::splat(sc), V::splat(beta[ch]));
             let base = (b * c + ch) * hw;
             let mut p = 0;
             while p < full {
@@ -467,11 +622,22 @@ pub(in crate::cpu) unsafe fn batch_norm_train_forward<V: F32x16>(
                 p += LANES;
             }
             for i in base + full..base + hw {
-                y[i] = (x[i] - m) * scale + beta[ch];
+                y[i] = (x[i] - m) * sc + beta[ch];
+            }
+            // The plane just written is still in L1: the PReLU reads it from there.
+            if let Some((alpha, z)) = &mut prelu {
+                let (a, av) = (alpha[ch], V::splat(alpha[ch]));
+                let (yp, zp) = (y.as_ptr(), z.as_mut_ptr());
+                let mut p = 0;
+                while p < full {
+                    V::load(yp.add(base + p)).prelu(av).store(zp.add(base + p));
+                    p += LANES;
+                }
+                for i in base + full..base + hw {
+                    z[i] = if y[i] < 0.0 { y[i] * a } else { y[i] };
+                }
             }
         }
-        mean[ch] = m;
-        var[ch] = vr;
     }
 }
 
@@ -502,23 +668,27 @@ pub(in crate::cpu) unsafe fn batch_norm_train_backward<V: F32x16>(
     let count = (n * hw) as f32;
     let full = hw / LANES * LANES;
     let (xp, dp) = (x.as_ptr(), dy.as_ptr());
-    for ch in 0..c {
-        let (m, invstd) = (mean[ch], 1.0 / (var[ch] + eps).sqrt());
-        let (mv, iv) = (V::splat(m), V::splat(invstd));
-        let sd = channel_sum::<V>(n, c, hw, ch, |i| V::load(dp.add(i)), |i| dy[i]);
-        let sdx = channel_sum::<V>(
-            n,
-            c,
-            hw,
-            ch,
-            |i| V::load(dp.add(i)).mul(V::load(xp.add(i)).sub(mv).mul(iv)),
-            |i| dy[i] * ((x[i] - m) * invstd),
-        );
-        dbeta[ch] = sd;
-        dgamma[ch] = sdx;
-        let k = gamma[ch] * invstd / count;
-        let (kv, cv, sdv, nsdx) = (V::splat(k), V::splat(count), V::splat(sd), V::splat(-sdx));
-        for b in 0..n {
+    let invstd: Vec<f32> = (0..c).map(|ch| 1.0 / (var[ch] + eps).sqrt()).collect();
+    channel_sums::<V>(n, c, hw, |_, i| V::load(dp.add(i)), |_, i| dy[i], dbeta);
+    channel_sums::<V>(
+        n,
+        c,
+        hw,
+        |ch, i| {
+            let xhat = V::load(xp.add(i))
+                .sub(V::splat(mean[ch]))
+                .mul(V::splat(invstd[ch]));
+            V::load(dp.add(i)).mul(xhat)
+        },
+        |ch, i| dy[i] * ((x[i] - mean[ch]) * invstd[ch]),
+        dgamma,
+    );
+    for b in 0..n {
+        for ch in 0..c {
+            let (m, is, sd, sdx) = (mean[ch], invstd[ch], dbeta[ch], dgamma[ch]);
+            let k = gamma[ch] * is / count;
+            let (mv, iv) = (V::splat(m), V::splat(is));
+            let (kv, cv, sdv, nsdx) = (V::splat(k), V::splat(count), V::splat(sd), V::splat(-sdx));
             let base = (b * c + ch) * hw;
             let mut p = 0;
             while p < full {
@@ -530,7 +700,7 @@ pub(in crate::cpu) unsafe fn batch_norm_train_backward<V: F32x16>(
                 p += LANES;
             }
             for i in base + full..base + hw {
-                let xhat = (x[i] - m) * invstd;
+                let xhat = (x[i] - m) * is;
                 dx[i] = k * (count * dy[i] - sd - xhat * sdx);
             }
         }
@@ -581,6 +751,18 @@ macro_rules! backward_entries {
                 simd::prelu_backward::<V>(n, c, hw, x, alpha, dy, dx, dalpha)
             }
             #[target_feature(enable = $feature)]
+            unsafe fn prelu_forward_impl(n: usize, c: usize, hw: usize, x: &mut [f32], a: &[f32]) {
+                simd::prelu_forward::<V>(n, c, hw, x, a)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn pointwise_forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+                simd::pointwise_forward::<V, R>(g, x, w, y)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn conv_weight_impl(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+                simd::conv2d_backward_weight::<V, R>(g, x, dy, dw)
+            }
+            #[target_feature(enable = $feature)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn bn_forward_impl(
                 n: usize,
@@ -595,6 +777,35 @@ macro_rules! backward_entries {
                 var: &mut [f32],
             ) {
                 simd::batch_norm_train_forward::<V>(n, c, hw, x, gamma, beta, eps, y, mean, var)
+            }
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn bn_prelu_forward_impl(
+                n: usize,
+                c: usize,
+                hw: usize,
+                x: &[f32],
+                gamma: &[f32],
+                beta: &[f32],
+                eps: f32,
+                y: &mut [f32],
+                prelu: (&[f32], &mut [f32]),
+                mean: &mut [f32],
+                var: &mut [f32],
+            ) {
+                simd::batch_norm_prelu_train_forward::<V>(
+                    n,
+                    c,
+                    hw,
+                    x,
+                    gamma,
+                    beta,
+                    eps,
+                    y,
+                    Some(prelu),
+                    mean,
+                    var,
+                )
             }
             #[target_feature(enable = $feature)]
             #[allow(clippy::too_many_arguments)]
@@ -648,6 +859,36 @@ macro_rules! backward_entries {
                 // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
                 unsafe { depthwise_weight_impl(g, x, dy, dw) }
             }
+            /// PReLU forward in place (the trainer's; inference fuses it into the convs).
+            pub(in crate::cpu) fn prelu(n: usize, c: usize, hw: usize, x: &mut [f32], a: &[f32]) {
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe { prelu_forward_impl(n, c, hw, x, a) }
+            }
+            /// Pointwise conv forward on NCHW without bias (the trainer's); `None` when `g` is
+            /// not pointwise, for the caller's other routes.
+            pub(in crate::cpu) fn pointwise_forward(
+                g: &ConvGeom,
+                x: &[f32],
+                w: &[f32],
+                y: &mut [f32],
+            ) -> Option<()> {
+                if $crate::cpu::packed::conv_route(g) != $crate::cpu::packed::ConvRoute::Pointwise {
+                    return None;
+                }
+                // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
+                unsafe { pointwise_forward_impl(g, x, w, y) };
+                Some(())
+            }
+            /// Dense conv weight gradient (im2col onto the pointwise kernel); grouped convs go
+            /// to the reference.
+            pub(in crate::cpu) fn conv2d_backward_weight(g: &ConvGeom, a: ConvWeightGrad<'_>) {
+                if g.groups != 1 {
+                    return scalar::conv2d_backward_weight::<f32>(g, a);
+                }
+                let ConvWeightGrad { x, dy, dw } = a;
+                // SAFETY: as in `pointwise_backward_data`; groups was checked above.
+                unsafe { conv_weight_impl(g, x, dy, dw) }
+            }
             /// PReLU input and slope gradients.
             #[allow(clippy::too_many_arguments)]
             pub(in crate::cpu) fn prelu_backward(
@@ -679,6 +920,29 @@ macro_rules! backward_entries {
             ) {
                 // SAFETY: as in `pointwise_backward_data`.
                 unsafe { bn_forward_impl(n, c, hw, x, gamma, beta, eps, y, mean, var) }
+            }
+            /// Training-mode batch-norm with the PReLU after it, in one pass.
+            pub(in crate::cpu) fn batch_norm_prelu_train_forward(
+                a: $crate::cpu::BatchNormPreluForward<'_>,
+            ) {
+                let $crate::cpu::BatchNormPreluForward {
+                    n,
+                    c,
+                    hw,
+                    x,
+                    gamma,
+                    beta,
+                    alpha,
+                    eps,
+                    y,
+                    z,
+                    mean,
+                    var,
+                } = a;
+                // SAFETY: as in `pointwise_backward_data`.
+                unsafe {
+                    bn_prelu_forward_impl(n, c, hw, x, gamma, beta, eps, y, (alpha, z), mean, var)
+                }
             }
             /// Training-mode batch-norm backward.
             pub(in crate::cpu) fn batch_norm_train_backward(a: BatchNormBackward<'_>) {

@@ -590,7 +590,9 @@ macro_rules! forward_entries {
                 // SAFETY: as in `pointwise_packed`; `simd::linear` checks the lengths.
                 unsafe { linear_impl(n, k, m, x, w, b, y) }
             }
-            /// The general NCHW conv entry: any shape, routed to this ISA's packed kernels.
+            /// The general NCHW conv entry: any shape. A pointwise conv without bias (the
+            /// trainer's) runs as a GEMM on NCHW; everything else is routed to this ISA's packed
+            /// kernels.
             pub(in crate::cpu) fn conv2d(
                 g: &ConvGeom,
                 x: &[f32],
@@ -598,6 +600,9 @@ macro_rules! forward_entries {
                 bias: Option<&[f32]>,
                 y: &mut [f32],
             ) {
+                if bias.is_none() && super::backward::pointwise_forward(g, x, w, y).is_some() {
+                    return;
+                }
                 packed::conv2d_via_packed(&Kernels::$table(), g, x, w, bias, y)
             }
             /// The plain-layout linear entry: packs the weights, then runs `linear_packed`.
