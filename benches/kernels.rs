@@ -1,7 +1,9 @@
 //! Criterion benches for each packed kernel at the student's 16×16 shapes (one chunk of
 //! faces, as `StudentNet::forward` runs them) and for the whole student, per available ISA.
 use bridgeface::cpu::packed::{self, Epilogue, PointwiseShape};
-use bridgeface::cpu::{BatchNormBackward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels};
+use bridgeface::cpu::{
+    BatchNormBackward, BatchNormPreluForward, ConvDataGrad, ConvGeom, ConvWeightGrad, Kernels,
+};
 use bridgeface::model::student::{StudentInfo, StudentParams, FACES_PER_CHUNK};
 use bridgeface::Tensor;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -212,6 +214,54 @@ fn backward(c: &mut Criterion) {
                 )
             })
         });
+        let mut z = vec![0.0f32; len];
+        group.bench_function("batch_norm_prelu_train_forward_64_8x8", |bch| {
+            bch.iter(|| {
+                (k.batch_norm_prelu_train_forward)(BatchNormPreluForward {
+                    n,
+                    c: ch,
+                    hw,
+                    x: black_box(&x),
+                    gamma: &gamma,
+                    beta: &beta,
+                    alpha: &beta,
+                    eps: 1e-5,
+                    y: &mut y,
+                    z: &mut z,
+                    mean: &mut m,
+                    var: &mut v,
+                })
+            })
+        });
+        group.bench_function("prelu_forward_64_8x8", |bch| {
+            bch.iter(|| (k.prelu)(n, ch, hw, black_box(&mut z), &gamma))
+        });
+        // The trainer's NCHW pointwise forward (b3: 64→128 over 8×8) and the stem's weight
+        // gradient (im2col onto the pointwise kernel, 3→32 over 16×16).
+        let g = ConvGeom::square(n, 64, 8, 8, 128, 1, 1, 0, 1);
+        let (xp, wp) = (vec![0.5f32; g.input_len()], vec![0.01f32; g.weight_len()]);
+        let mut yp = vec![0.0f32; g.output_len()];
+        group.throughput(Throughput::Elements((2 * g.output_len() * 64) as u64));
+        group.bench_function("pointwise_forward_nchw_64x128_8x8", |bch| {
+            bch.iter(|| (k.conv2d)(&g, black_box(&xp), &wp, None, &mut yp))
+        });
+        let g = ConvGeom::square(n, 3, 16, 16, 32, 3, 1, 1, 1);
+        let (xs, dys) = (vec![0.5f32; g.input_len()], vec![0.25f32; g.output_len()]);
+        let mut dws = vec![0.0f32; g.weight_len()];
+        group.throughput(Throughput::Elements((2 * g.output_len() * 27) as u64));
+        group.bench_function("conv_weight_stem_3x32_16x16", |bch| {
+            bch.iter(|| {
+                (k.conv2d_backward_weight)(
+                    &g,
+                    ConvWeightGrad {
+                        x: black_box(&xs),
+                        dy: &dys,
+                        dw: &mut dws,
+                    },
+                )
+            })
+        });
+        group.throughput(Throughput::Elements(len as u64));
         group.bench_function("batch_norm_train_backward_64_8x8", |bch| {
             bch.iter(|| {
                 (k.batch_norm_train_backward)(BatchNormBackward {

@@ -1014,8 +1014,48 @@ fn graph_plan_matches_the_graph_executor_on_every_isa() {
             }
         }
     }
+    // Several runs with the per-sample tail (the final linear) batched give, row for row,
+    // what separate runs give; an intermediate output ("d") is stacked too.
+    for seed in [1u64, 2] {
+        let plan = GraphPlan::new(random_plan_graph(seed)).unwrap();
+        assert!(plan.batched_tail().is_some());
+        let mut tables = vec![scalar];
+        tables.extend(Kernels::fast_tables());
+        for k in &tables {
+            let mut rng = Rng::new(seed + 40);
+            let xs: Vec<Tensor> = [1usize, 3, 2]
+                .iter()
+                .map(|&n| Tensor::new(&[n, 5, 9, 7], random(&mut rng, n * 315)).unwrap())
+                .collect();
+            let runs = xs.iter().map(|x| vec![("x".into(), x.clone())]).collect();
+            let got = plan.run_many(k, runs).unwrap();
+            for (o, width) in [(0usize, 10usize), (1, 21 * 5 * 3)] {
+                let want: Vec<f32> = xs
+                    .iter()
+                    .flat_map(|x| {
+                        plan.run(k, vec![("x".into(), x.clone())]).unwrap()[o]
+                            .data()
+                            .to_vec()
+                    })
+                    .collect();
+                assert_eq!(got[o].shape()[0], 6);
+                assert_eq!(got[o].numel(), 6 * width);
+                assert_eq!(
+                    got[o].data(),
+                    &want[..],
+                    "run_many {} seed {seed} output {o}",
+                    k.isa.name()
+                );
+            }
+        }
+    }
     // Wrong inputs are errors, not panics.
     let plan = GraphPlan::new(random_plan_graph(1)).unwrap();
+    let bad = Tensor::new(&[1, 4, 9, 7], vec![0.0; 4 * 9 * 7]).unwrap();
+    assert!(plan
+        .run_many(&scalar, vec![vec![("x".into(), bad)]])
+        .is_err());
+    assert!(plan.run_many(&scalar, vec![]).is_err());
     let bad = Tensor::new(&[1, 4, 9, 7], vec![0.0; 4 * 9 * 7]).unwrap();
     assert!(plan.run(&scalar, vec![("x".into(), bad)]).is_err());
     assert!(plan.run(&scalar, vec![]).is_err());

@@ -217,6 +217,81 @@ impl GraphPlan {
     /// Runs the plan on named inputs and returns the outputs in `spec.outputs` order, as
     /// `Graph::run` does. Intermediate values are dropped after their last use.
     pub fn run(&self, k: &Kernels, inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
+        let last = self.last_uses();
+        let mut values = self.start(inputs)?;
+        self.run_steps(k, &mut values, &last, 0..self.steps.len())?;
+        self.finish(values)
+    }
+
+    /// Where the plan's per-sample tail starts: the last `Linear` step, when every step from
+    /// it on treats each row of the batch alone (linear, affine, activations, add). `None` when
+    /// there is no such tail.
+    pub fn batched_tail(&self) -> Option<usize> {
+        let start = self
+            .steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Linear { .. }))?;
+        let per_sample = self.steps[start..].iter().all(|s| match s {
+            Step::Linear { .. } => true,
+            Step::Conv { .. } => false,
+            Step::Node(i) => matches!(
+                self.graph.spec.nodes[*i].op,
+                Op::Affine { .. } | Op::PRelu { .. } | Op::Relu | Op::Sigmoid | Op::Add
+            ),
+        });
+        per_sample.then_some(start)
+    }
+
+    /// Runs several sets of named inputs, as `run` on each with the outputs concatenated along
+    /// the batch dimension (the same numbers: every row is computed alone). The steps before
+    /// `batched_tail` run one set at a time, so each run's activations stay in cache; the tail
+    /// runs once on all rows together, so a large linear weight (SFace's 25 MB) is read once
+    /// per call instead of once per set.
+    pub fn run_many(&self, k: &Kernels, runs: Vec<Vec<(String, Tensor)>>) -> Result<Vec<Tensor>> {
+        let last = self.last_uses();
+        let Some(tail) = self.batched_tail() else {
+            let outs = runs
+                .into_iter()
+                .map(|r| self.run(k, r))
+                .collect::<Result<Vec<_>>>()?;
+            return concat_runs(outs);
+        };
+        // The values alive at the tail, per run, in a fixed name order.
+        let mut names: Vec<&str> = Vec::new();
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for r in runs {
+            let mut values = self.start(r)?;
+            self.run_steps(k, &mut values, &last, 0..tail)?;
+            if names.is_empty() {
+                names = values.keys().copied().collect();
+                names.sort_unstable();
+            }
+            let mut row = Vec::with_capacity(names.len());
+            for n in &names {
+                let v = values
+                    .remove(n)
+                    .ok_or_else(|| Error::Shape(format!("value `{n}` is not available")))?;
+                row.push(v.into_plain()?);
+            }
+            rows.push(row);
+        }
+        if rows.is_empty() {
+            return Err(Error::InvalidArgument("no inputs to run".into()));
+        }
+        let mut values: HashMap<&str, Val> = HashMap::new();
+        for (j, n) in names.iter().enumerate() {
+            let col: Vec<Tensor> = rows
+                .iter_mut()
+                .map(|r| std::mem::replace(&mut r[j], Tensor::zeros(&[0])))
+                .collect();
+            values.insert(n, Val::Plain(concat_batch(col)?));
+        }
+        self.run_steps(k, &mut values, &last, tail..self.steps.len())?;
+        self.finish(values)
+    }
+
+    /// The graph inputs, checked against the spec's shapes.
+    fn start(&self, inputs: Vec<(String, Tensor)>) -> Result<HashMap<&str, Val>> {
         let g = &self.graph;
         let mut values: HashMap<&str, Val> = HashMap::new();
         for gi in &g.spec.inputs {
@@ -242,17 +317,33 @@ impl GraphPlan {
             }
             values.insert(&gi.name, Val::Plain(t));
         }
-        // Last step reading each value.
+        Ok(values)
+    }
+
+    /// The last step reading each value (outputs: never dropped).
+    fn last_uses(&self) -> HashMap<&str, usize> {
         let mut last: HashMap<&str, usize> = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
             for i in self.step_inputs(step) {
                 last.insert(i, s);
             }
         }
-        for o in &g.spec.outputs {
+        for o in &self.graph.spec.outputs {
             last.insert(o, usize::MAX);
         }
-        for (s, step) in self.steps.iter().enumerate() {
+        last
+    }
+
+    /// Runs the steps in `range` on `values`, dropping each value after its last use.
+    fn run_steps<'a>(
+        &'a self,
+        k: &Kernels,
+        values: &mut HashMap<&'a str, Val>,
+        last: &HashMap<&'a str, usize>,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        for s in range {
+            let step = &self.steps[s];
             let ins = self.step_inputs(step);
             let first = ins[0];
             let x = if last.get(first) == Some(&s) && !ins[1..].contains(&first) {
@@ -261,7 +352,7 @@ impl GraphPlan {
                 values.get(first).map(clone_val)
             }
             .ok_or_else(|| Error::Shape(format!("value `{first}` is not available")))?;
-            let (out, y) = self.eval(k, step, x, &values).map_err(|e| match e {
+            let (out, y) = self.eval(k, step, x, values).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("step {s}: {m}")),
                 other => other,
             })?;
@@ -272,7 +363,13 @@ impl GraphPlan {
             }
             values.insert(out, y);
         }
-        g.spec
+        Ok(())
+    }
+
+    /// The outputs in `spec.outputs` order.
+    fn finish(&self, mut values: HashMap<&str, Val>) -> Result<Vec<Tensor>> {
+        self.graph
+            .spec
             .outputs
             .iter()
             .map(|o| {
@@ -416,6 +513,42 @@ impl GraphPlan {
         }
         Ok(Val::Plain(self.graph.eval_node(k, node, x, &others)?))
     }
+}
+
+/// Tensors of equal trailing shape stacked along dimension 0.
+fn concat_batch(parts: Vec<Tensor>) -> Result<Tensor> {
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("nothing to concatenate".into()))?;
+    let rest = first.shape().get(1..).unwrap_or(&[]).to_vec();
+    let mut rows = 0;
+    let mut data = Vec::with_capacity(parts.iter().map(Tensor::numel).sum());
+    for p in &parts {
+        if p.shape().is_empty() || p.shape()[1..] != rest[..] {
+            return Err(Error::Shape(format!(
+                "cannot stack {:?} under {:?}",
+                p.shape(),
+                first.shape()
+            )));
+        }
+        rows += p.shape()[0];
+        data.extend_from_slice(p.data());
+    }
+    let mut shape = vec![rows];
+    shape.extend(rest);
+    Tensor::new(&shape, data)
+}
+
+/// Per-run output lists stacked output by output.
+fn concat_runs(outs: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>> {
+    let n = outs.first().map_or(0, Vec::len);
+    let mut cols: Vec<Vec<Tensor>> = (0..n).map(|_| Vec::new()).collect();
+    for o in outs {
+        for (c, t) in cols.iter_mut().zip(o) {
+            c.push(t);
+        }
+    }
+    cols.into_iter().map(concat_batch).collect()
 }
 
 fn clone_val(v: &Val) -> Val {

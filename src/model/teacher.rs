@@ -97,25 +97,30 @@ impl Teacher {
         Tensor::new(&[n, TEACHER_EMBEDDING], out)
     }
 
-    /// Runs the plan on the NCHW faces in `x`, `chunk` faces per run, into rows of `y`.
+    /// Runs the plan on the NCHW faces in `x`, `chunk` faces per run, into rows of `y`; the
+    /// per-sample tail (SFace's 25 MB linear layer) runs once on all of them (`run_many`).
     fn run_faces(&self, k: &Kernels, chunk: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
         let face = 3 * TEACHER_RESOLUTION * TEACHER_RESOLUTION;
         let name = &self.graph.spec.inputs[0].name;
-        for (xs, ys) in x
+        let runs = x
             .chunks(chunk * face)
-            .zip(y.chunks_mut(chunk * TEACHER_EMBEDDING))
-        {
-            let m = xs.len() / face;
-            let t = Tensor::new(&[m, 3, TEACHER_RESOLUTION, TEACHER_RESOLUTION], xs.to_vec())?;
-            let o = self.plan.run(k, vec![(name.clone(), t)])?.remove(0);
-            if o.numel() != ys.len() {
-                return Err(Error::Shape(format!(
-                    "teacher gave {}-D outputs, expected {TEACHER_EMBEDDING}",
-                    o.numel() / m.max(1)
-                )));
-            }
-            ys.copy_from_slice(o.data());
+            .map(|xs| {
+                let m = xs.len() / face;
+                let t = Tensor::new(&[m, 3, TEACHER_RESOLUTION, TEACHER_RESOLUTION], xs.to_vec())?;
+                Ok(vec![(name.clone(), t)])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if runs.is_empty() {
+            return Ok(());
         }
+        let o = self.plan.run_many(k, runs)?.remove(0);
+        if o.numel() != y.len() {
+            return Err(Error::Shape(format!(
+                "teacher gave {}-D outputs, expected {TEACHER_EMBEDDING}",
+                o.numel() / (x.len() / face).max(1)
+            )));
+        }
+        y.copy_from_slice(o.data());
         Ok(())
     }
 
