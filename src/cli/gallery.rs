@@ -7,6 +7,7 @@ use super::common::{default_weights, ModelChoice};
 use crate::cpu;
 use crate::data::folder::ImageFolder;
 use crate::data::image::{self, Rgb8};
+use crate::data::parquet_embeddings::read_embeddings;
 use crate::error::{Error, Result};
 use crate::gallery::{Gallery, IndexSettings, ModelTag};
 use crate::model::student::StudentInfo;
@@ -19,9 +20,18 @@ use std::time::Instant;
 #[derive(Subcommand, Debug)]
 pub enum GalleryCommand {
     /// Build a gallery from an ImageFolder (DIR/IDENTITY/IMAGE; identity = folder) of aligned
-    /// chips, or of raw photos with --align.
+    /// chips, or of raw photos with --align; or, with --from-parquet, from embeddings already
+    /// made (bridgeface.ray's Parquet output).
     Build {
-        dir: PathBuf,
+        #[arg(
+            required_unless_present = "from_parquet",
+            conflicts_with = "from_parquet"
+        )]
+        dir: Option<PathBuf>,
+        /// Read the vectors from Parquet instead of embedding images: a .parquet file or a folder
+        /// of them (columns `embedding`, `label`, optional `path` and `model`; docs/PYTHON.md).
+        #[arg(long, value_name = "DIR")]
+        from_parquet: Option<PathBuf>,
         /// The gallery folder to write (index.usearch + gallery.json); must not exist yet.
         #[arg(long)]
         out: PathBuf,
@@ -89,21 +99,26 @@ pub fn run(cmd: GalleryCommand) -> Result<()> {
     match cmd {
         GalleryCommand::Build {
             dir,
+            from_parquet,
             out,
             embed,
             connectivity,
             expansion_add,
             expansion_search,
-        } => build(
-            &dir,
-            &out,
-            &embed,
-            IndexSettings {
+        } => {
+            let settings = IndexSettings {
                 connectivity,
                 expansion_add,
                 expansion_search,
-            },
-        ),
+            };
+            match (dir, from_parquet) {
+                (_, Some(table)) => build_from_parquet(&table, &out, &embed, settings),
+                (Some(dir), None) => build(&dir, &out, &embed, settings),
+                (None, None) => Err(Error::InvalidArgument(
+                    "give an image folder DIR or --from-parquet DIR".into(),
+                )),
+            }
+        }
         GalleryCommand::Add {
             gallery,
             images,
@@ -243,13 +258,25 @@ fn path_strings(paths: &[PathBuf], kept: &[usize]) -> Vec<String> {
         .collect()
 }
 
-fn build(dir: &Path, out: &Path, args: &EmbedArgs, settings: IndexSettings) -> Result<()> {
+fn check_new(out: &Path) -> Result<()> {
     if out.exists() {
         return Err(Error::InvalidArgument(format!(
             "{} already exists; add to it with `bridge gallery add`, or remove it first",
             out.display()
         )));
     }
+    Ok(())
+}
+
+fn identity_count(labels: &[String]) -> usize {
+    labels
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+fn build(dir: &Path, out: &Path, args: &EmbedArgs, settings: IndexSettings) -> Result<()> {
+    check_new(out)?;
     let start = Instant::now();
     let tag = model_tag(args)?;
     let set = ImageFolder::open(dir)?;
@@ -267,15 +294,55 @@ fn build(dir: &Path, out: &Path, args: &EmbedArgs, settings: IndexSettings) -> R
         threads(args),
     )?;
     g.save(out)?;
-    let identities = labels
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let identities = identity_count(&labels);
     println!(
         "gallery {}: {} faces of {identities} identities ({} skipped), {d}-D, {:.1} s",
         out.display(),
         g.len(),
         paths.len() - kept.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A gallery of the vectors in Parquet files, as given. The model tag is the table's `model`
+/// column (bridgeface.ray.Embedder writes it), else `external`: the vectors' maker is unknown,
+/// so `gallery search` will not embed probes for it (search it from Python with vectors).
+fn build_from_parquet(
+    table: &Path,
+    out: &Path,
+    args: &EmbedArgs,
+    settings: IndexSettings,
+) -> Result<()> {
+    if args.weights.is_some() || args.align || args.detector.is_some() {
+        return Err(Error::InvalidArgument(
+            "--from-parquet reads vectors already made: --weights, --align and --detector do not apply"
+                .into(),
+        ));
+    }
+    check_new(out)?;
+    let start = Instant::now();
+    let t = read_embeddings(table)?;
+    let tag = match &t.model {
+        None => ModelTag::external(),
+        Some(json) => serde_json::from_str::<ModelTag>(json).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the `model` column of {} holds {json:?}, not a model tag ({e}); drop the column to build an `external` gallery",
+                table.display()
+            ))
+        })?,
+    };
+    let mut g = Gallery::new(t.dimensions, tag, settings)?;
+    g.add(&t.vectors, &t.labels, &t.paths, threads(args))?;
+    g.save(out)?;
+    println!(
+        "gallery {}: {} faces of {} identities from {} Parquet files, {}-D, model {}, {:.1} s",
+        out.display(),
+        g.len(),
+        identity_count(&t.labels),
+        t.files.len(),
+        t.dimensions,
+        g.model().kind,
         start.elapsed().as_secs_f64()
     );
     Ok(())

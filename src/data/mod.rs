@@ -7,6 +7,8 @@ pub mod degrade;
 pub mod folder;
 pub mod image;
 pub mod loader;
+#[cfg(feature = "gallery")]
+pub mod parquet_embeddings;
 pub mod resample;
 pub mod store;
 pub mod synthetic;

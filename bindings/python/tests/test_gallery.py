@@ -89,3 +89,45 @@ def test_cli_gallery_opens_in_python_and_usearch(model, image_folder, weights, b
     assert bridgeface.Gallery.load(g_dir).labels[-1] == "newcomer"
     out = run_cli(bridge_bin, "gallery", "info", g_dir)
     assert out.returncode == 0 and "faces: 25 of 7 identities" in out.stdout, out.stdout
+
+
+def test_parquet_from_pyarrow_in_python_and_the_cli(model, bridge_bin, tmp_path):
+    """A table in Embedder's layout written by pyarrow (not Ray): gallery_from_parquet and
+    `bridge gallery build --from-parquet` read it alike; both honour the `model` column."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    r = np.random.default_rng(5)
+    v = r.standard_normal((20, 128)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    labels = [f"id{i % 4}" for i in range(20)]
+    paths = [f"/faces/{i}.png" for i in range(20)]
+
+    def write(folder, tag):
+        folder.mkdir()
+        pq.write_table(
+            pa.table(
+                {
+                    "embedding": pa.array(list(v), type=pa.list_(pa.float32())),
+                    "label": labels,
+                    "path": paths,
+                    "model": [json.dumps(tag)] * 20,
+                }
+            ),
+            str(folder / "part-0.parquet"),
+        )
+
+    write(tmp_path / "same", model.tag)
+    g = bridgeface.gallery_from_parquet(tmp_path / "same", model=model)
+    assert g.labels == labels and g.paths == paths
+    out = tmp_path / "g"
+    res = run_cli(bridge_bin, "gallery", "build", "--from-parquet", tmp_path / "same", "--out", out)
+    assert res.returncode == 0, res.stderr
+    cli = bridgeface.Gallery.load(str(out))
+    assert cli.model == model.tag and cli.labels == labels and cli.paths == paths
+    assert [m[0][2] for m in cli.search(v, k=1)] == paths
+
+    other = dict(model.tag, weights_sha256="0" * 64)
+    write(tmp_path / "other", other)
+    with pytest.raises(bridgeface.BridgefaceError, match="not by the given model"):
+        bridgeface.gallery_from_parquet(tmp_path / "other", model=model)

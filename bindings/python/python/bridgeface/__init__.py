@@ -12,6 +12,7 @@ package was built from (see docs/PYTHON.md).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional, Union
 
@@ -40,7 +41,9 @@ def gallery_from_parquet(
     fixed-size float embedding column, a label column and optionally a path column).
 
     ``path`` is a Parquet file or a folder of them (Ray's ``write_parquet`` output). Rows are
-    added in file-name order, then row order.
+    added in file-name order, then row order. When the table has Embedder's ``model`` column and
+    ``model`` is given, the two must name the same weights (``bridge gallery build
+    --from-parquet`` reads the same columns and tags the gallery with that column).
     """
     import pyarrow.parquet as pq
 
@@ -67,6 +70,13 @@ def gallery_from_parquet(
         emb = _embedding_matrix(table.column(embedding_column))
         if len(emb) == 0:
             continue
+        if model is not None and "model" in table.column_names:
+            made_by = [json.loads(t) for t in set(table.column("model").to_pylist()) if t]
+            if any(t != model.tag for t in made_by):
+                raise BridgefaceError(
+                    f"invalid argument: {f} was embedded by {made_by}, not by the given model "
+                    f"{model.tag}; pass the same weights"
+                )
         labels = [str(x) for x in table.column(label_column).to_pylist()]
         paths = (
             [str(x) for x in table.column(path_column).to_pylist()]

@@ -3,12 +3,15 @@
 Each Ray worker (actor) builds one ``Embedder``, which loads the model once and embeds every
 batch it is given with ``threads`` CPU threads (default 1: Ray already runs one actor per CPU).
 It reads image bytes (``ray.data.read_binary_files``' ``bytes`` column) or a uint8 N x H x W x 3
-``image`` column (``ray.data.read_images``), and returns ``embedding`` (float32 N x 128) with
-``path`` and ``label`` (the parent folder's name, for ImageFolder sets) when paths are present.
+``image`` column (``ray.data.read_images``), and returns ``embedding`` (float32 N x 128),
+``model`` (the model tag as JSON, the same on every row, so that ``bridge gallery build
+--from-parquet`` records which weights made the vectors) and, when paths are present, ``path``
+and ``label`` (the parent folder's name, for ImageFolder sets).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Optional
 
@@ -28,6 +31,7 @@ class Embedder:
     ) -> None:
         self.model = Model(weights=weights, threads=threads)
         self.column = column
+        self.tag = json.dumps(self.model.tag, sort_keys=True)
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
         column = self.column or ("bytes" if "bytes" in batch else "image")
@@ -41,7 +45,11 @@ class Embedder:
             images: Any = data
         else:
             images = [x if isinstance(x, np.ndarray) and x.ndim == 3 else bytes(x) for x in data]
-        out: Dict[str, np.ndarray] = {"embedding": self.model.embed(images)}
+        emb = self.model.embed(images)
+        out: Dict[str, np.ndarray] = {
+            "embedding": emb,
+            "model": np.array([self.tag] * len(emb), dtype=object),
+        }
         if "path" in batch:
             paths = [str(p) for p in batch["path"]]
             out["path"] = np.array(paths, dtype=object)
@@ -62,7 +70,7 @@ def embed_folder(
 ) -> int:
     """Embeds every image file under ``images`` (recursively) on the Ray cluster that
     ``ray.init`` joined, with ``concurrency`` Embedder actors reserving ``num_cpus`` each, and
-    writes Parquet files (``embedding``, ``path``, ``label``) to ``out``. Returns the number of
+    writes Parquet files (``embedding``, ``model``, ``path``, ``label``) to ``out``. Returns the number of
     rows written. Leave CPUs for the file-reading tasks: on a 2-CPU cluster two actors of 1 CPU
     each would starve them, so use ``num_cpus=0.5`` there."""
     import ray
@@ -89,7 +97,7 @@ def main(argv: Optional[list] = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m bridgeface.ray",
-        description="Embed a folder of images on a Ray cluster into Parquet (embedding, path, label).",
+        description="Embed a folder of images on a Ray cluster into Parquet (embedding, model, path, label).",
     )
     p.add_argument("images", help="a folder of images (read recursively; IDENTITY/IMAGE gives labels)")
     p.add_argument("out", help="the output folder of Parquet files")
