@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-60}
-targets=(weights onnx image pairs checkpoint)
+targets=(weights onnx image pairs checkpoint gallery)
 t0=$(date +%s)
 note() { echo "-- [$(( $(date +%s) - t0 ))s] $*"; }
 

@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     onnx_seeds(&out.join("onnx"))?;
     image_seeds(&out.join("image"))?;
     pairs_seeds(&out.join("pairs"))?;
+    gallery_seeds(&out.join("gallery"))?;
     Ok(())
 }
 
@@ -378,5 +379,37 @@ fn pairs_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "one-fold.txt",
         b"2\nAnn 1 2\nBen 2 3\nAnn 1 Ben 1\nBen 3 Ann 2\n",
     )?;
+    Ok(())
+}
+
+/// Mode byte 0, `gallery.json`, a NUL, `index.usearch` (see fuzz/src/lib.rs): galleries of 0, 1
+/// and 2 random 16-D vectors at the default settings, and of 50 at connectivity 4, where about
+/// one node in four has neighbours above level 0. One thread, so the graph is reproducible.
+fn gallery_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use bridgeface::gallery::{Gallery, IndexSettings, ModelTag, INDEX_FILE, META_FILE};
+    let d = 16;
+    for (n, connectivity) in [(0, 16), (1, 16), (2, 16), (50, 4)] {
+        let settings = IndexSettings {
+            connectivity,
+            ..IndexSettings::default()
+        };
+        let mut g = Gallery::new(d, ModelTag::external(), settings)?;
+        if n > 0 {
+            let mut r = bridgeface::rng::Rng::new(n as u64);
+            let v: Vec<f32> = (0..n * d).map(|_| r.normal()).collect();
+            let labels: Vec<String> = (0..n).map(|i| format!("id{}", i % 5)).collect();
+            let paths: Vec<String> = (0..n).map(|i| format!("{i}.png")).collect();
+            g.add(&v, &labels, &paths, 1)?;
+        }
+        let tmp =
+            std::env::temp_dir().join(format!("bridgeface-seed-gallery-{}", std::process::id()));
+        g.save(&tmp)?;
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(&std::fs::read(tmp.join(META_FILE))?);
+        seed.push(0);
+        seed.extend_from_slice(&std::fs::read(tmp.join(INDEX_FILE))?);
+        std::fs::remove_dir_all(&tmp)?;
+        write(dir, &format!("gallery-{n}-c{connectivity}"), &seed)?;
+    }
     Ok(())
 }

@@ -10,6 +10,11 @@
 //!
 //! Both are written to temp files and renamed, the index first; `gallery.json` names the index's
 //! byte length, so a crash between the renames is detected on load, never read as a gallery.
+//!
+//! usearch's loader trusts its file, so `load` and `view` first check `index.usearch` in full
+//! against `gallery.json` (`index_file`), and only a file that passes reaches usearch.
+
+mod index_file;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -22,6 +27,15 @@ pub const FORMAT: &str = "bridgeface.gallery/1";
 pub const INDEX_FILE: &str = "index.usearch";
 /// The labels file inside a gallery folder.
 pub const META_FILE: &str = "gallery.json";
+
+/// The largest vector a gallery holds: far above any face embedding (128-D here, 512-D for the
+/// common ArcFace models), low enough that a hostile `gallery.json` cannot make usearch allocate
+/// gigabytes of per-thread buffers before the index file is even read.
+pub const MAX_DIMENSIONS: usize = 1 << 16;
+/// The largest graph degree: HNSW papers use 4 to 64; the bound keeps a node's size small.
+pub const MAX_CONNECTIVITY: usize = 1 << 10;
+/// The largest candidate lists (ef): every search allocates one of this many entries.
+pub const MAX_EXPANSION: usize = 1 << 16;
 
 /// HNSW settings; the defaults are checked by the scale benchmark (BENCHMARKS.md, "Gallery":
 /// recall@1 against exact brute force).
@@ -131,20 +145,36 @@ fn path_str(p: &Path) -> Result<&str> {
     })
 }
 
+/// Checks `index.usearch` (of `len` bytes) in full before usearch reads it. A view maps the
+/// same bytes afterwards, so a file changed on disk between the check and the mapping is not
+/// covered: a gallery folder must not be written while it is open.
+fn check_index_file(path: &Path, len: u64, want: &index_file::Expected) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // 1 MiB reads: the check streams the file once, holding only the levels table (2 bytes a
+    // node) and a flag per key, so viewing a large gallery does not load it into memory.
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    index_file::check(reader, len, want).map_err(|reason| {
+        Error::InvalidArgument(format!(
+            "{} is not a valid gallery index ({reason}); rebuild the gallery with `bridge gallery build`",
+            path.display()
+        ))
+    })
+}
+
 impl Gallery {
     /// An empty gallery of `dimensions`-D vectors made by `model`.
     pub fn new(dimensions: usize, model: ModelTag, settings: IndexSettings) -> Result<Self> {
-        if dimensions == 0 {
-            return Err(Error::InvalidArgument(
-                "gallery dimensions must be at least 1".into(),
-            ));
+        if !(1..=MAX_DIMENSIONS).contains(&dimensions) {
+            return Err(Error::InvalidArgument(format!(
+                "gallery dimensions {dimensions}: must be 1 to {MAX_DIMENSIONS}"
+            )));
         }
-        if settings.connectivity < 2
-            || settings.expansion_add == 0
-            || settings.expansion_search == 0
+        if !(2..=MAX_CONNECTIVITY).contains(&settings.connectivity)
+            || !(1..=MAX_EXPANSION).contains(&settings.expansion_add)
+            || !(1..=MAX_EXPANSION).contains(&settings.expansion_search)
         {
             return Err(Error::InvalidArgument(format!(
-                "gallery settings {settings:?}: connectivity must be at least 2 and expansions at least 1"
+                "gallery settings {settings:?}: connectivity must be 2 to {MAX_CONNECTIVITY} and expansions 1 to {MAX_EXPANSION}"
             )));
         }
         let opts = IndexOptions {
@@ -193,10 +223,10 @@ impl Gallery {
 
     /// Changes the search breadth (ef) of this open gallery; `save` records it.
     pub fn set_expansion_search(&mut self, ef: usize) -> Result<()> {
-        if ef == 0 {
-            return Err(Error::InvalidArgument(
-                "expansion_search must be at least 1".into(),
-            ));
+        if !(1..=MAX_EXPANSION).contains(&ef) {
+            return Err(Error::InvalidArgument(format!(
+                "expansion_search {ef}: must be 1 to {MAX_EXPANSION}"
+            )));
         }
         self.index.change_expansion_search(ef);
         self.settings.expansion_search = ef;
@@ -435,6 +465,15 @@ impl Gallery {
             )));
         }
         let mut g = Gallery::new(meta.dimensions, meta.model, meta.settings)?;
+        check_index_file(
+            &index_path,
+            len,
+            &index_file::Expected {
+                dimensions: meta.dimensions,
+                count: meta.count,
+                connectivity: meta.settings.connectivity,
+            },
+        )?;
         let p = path_str(&index_path)?;
         if view {
             g.index.view(p).map_err(|e| index_error("viewing", e))?;

@@ -474,3 +474,99 @@ fn checkpoint_optimiser_buffers_must_match_their_parameters() {
     assert!(nan.contains("NaN"), "{nan}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A saved two-entry, 4-D gallery folder under the temp dir, for the gallery cases below.
+#[cfg(feature = "gallery")]
+fn two_entry_gallery(name: &str) -> std::path::PathBuf {
+    use bridgeface::gallery::{Gallery, IndexSettings, ModelTag};
+    let dir =
+        std::env::temp_dir().join(format!("bridgeface-hostile-{name}-{}", std::process::id()));
+    let mut g = Gallery::new(4, ModelTag::external(), IndexSettings::default()).expect("new");
+    let names = vec!["a".to_string(), "b".to_string()];
+    g.add(&[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0], &names, &names, 1)
+        .expect("add");
+    g.save(&dir).expect("save");
+    dir
+}
+
+#[cfg(feature = "gallery")]
+fn assert_gallery_refusal(e: Error, needle: &str) {
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains(needle), "expected `{needle}` in: {e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[cfg(feature = "gallery")]
+#[test]
+fn gallery_index_neighbour_slots_are_checked_before_usearch_reads_them() {
+    use bridgeface::gallery::{Gallery, INDEX_FILE};
+    let dir = two_entry_gallery("slots");
+    let path = dir.join(INDEX_FILE);
+    let good = std::fs::read(&path).expect("read the index");
+    // Layout (usearch 2.x): 8-byte matrix dims, 2 × 8 bytes of f16 vectors, the 64-byte header,
+    // the 40-byte graph header, 2 levels; then node 0: key, level, the base list's count and
+    // its 32 slots. Before the check, usearch took slot 7 of a 2-node graph as given and read
+    // node 7's vector and neighbours out of bounds while searching.
+    let node0 = 8 + 2 * 8 + 64 + 40 + 2 * 2;
+    let mut bad = good.clone();
+    assert_eq!(bad[node0 + 10], 1, "node 0 links to node 1 at level 0");
+    bad[node0 + 14] = 7;
+    std::fs::write(&path, &bad).expect("write");
+    for opened in [Gallery::load(&dir), Gallery::view(&dir)] {
+        assert_gallery_refusal(
+            opened.err().expect("refused"),
+            "links to node 7, beyond its 2 nodes",
+        );
+    }
+    // A neighbour count beyond the list's 32 slots: usearch would read the next node as slots.
+    let mut bad = good.clone();
+    bad[node0 + 10] = 200;
+    std::fs::write(&path, &bad).expect("write");
+    assert_gallery_refusal(
+        Gallery::view(&dir).err().expect("refused"),
+        "lists 200 neighbours at level 0, more than its 32 slots",
+    );
+    std::fs::write(&path, &good).expect("write");
+    let g = Gallery::view(&dir).expect("the untouched gallery opens");
+    assert_eq!(
+        g.search(&[0.0, 1.0, 0.0, 0.0], 1).expect("search")[0].key,
+        1
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "gallery")]
+#[test]
+fn gallery_json_cannot_ask_usearch_for_huge_buffers() {
+    // Before: `dimensions` and the expansions went to usearch unchecked, which sizes per-thread
+    // buffers by them (2^40 dimensions: terabytes) before reading the index.
+    use bridgeface::gallery::{Gallery, META_FILE};
+    let dir = two_entry_gallery("huge-json");
+    let meta = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta).expect("read gallery.json");
+    for (from, to, needle) in [
+        (
+            "\"dimensions\": 4",
+            "\"dimensions\": 1099511627776",
+            "gallery dimensions 1099511627776: must be 1 to 65536",
+        ),
+        (
+            "\"expansion_search\": 128",
+            "\"expansion_search\": 1152921504606846976",
+            "expansions 1 to 65536",
+        ),
+        (
+            "\"connectivity\": 16",
+            "\"connectivity\": 4294967296",
+            "connectivity must be 2 to 1024",
+        ),
+    ] {
+        assert!(text.contains(from), "{from} in {text}");
+        std::fs::write(&meta, text.replace(from, to)).expect("write");
+        // Refused by `Gallery::new`, before usearch is asked for anything.
+        assert_gallery_refusal(Gallery::load(&dir).err().expect("refused"), needle);
+        assert_gallery_refusal(Gallery::view(&dir).err().expect("refused"), needle);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
 //! Helpers shared by the fuzz targets: turning a fuzzer's bytes into a safetensors file whose
-//! data section is filled in, so the mutations land on the header rather than on tensor data.
+//! data section is filled in, so the mutations land on the header rather than on tensor data,
+//! and into a gallery folder's two files.
 //! It must not hide failures: every target calls the library and only discards its `Result`.
 
 /// Input layout shared by the safetensors targets. The first byte chooses the mode:
@@ -35,4 +36,23 @@ fn data_end(header: &[u8]) -> usize {
         .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
         .max()
         .map_or(0, |e| e as usize)
+}
+
+/// Input layout of the `gallery` target: a mode byte, then `gallery.json`'s bytes, a NUL, and
+/// `index.usearch`'s bytes (JSON text holds no NUL; the index may hold many, only the first one
+/// splits). Even mode: `index_bytes` in the JSON is set to the index's real length, so mutations
+/// of the index reach its check instead of failing the length test; odd: both files as given.
+pub fn gallery_files(data: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let (&mode, rest) = data.split_first()?;
+    let split = rest.iter().position(|&b| b == 0)?;
+    let (meta, index) = (&rest[..split], &rest[split + 1..]);
+    if mode % 2 == 1 {
+        return Some((meta.to_vec(), index));
+    }
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(meta) else {
+        return Some((meta.to_vec(), index));
+    };
+    map.insert("index_bytes".into(), (index.len() as u64).into());
+    let meta = serde_json::to_vec(&serde_json::Value::Object(map)).ok()?;
+    Some((meta, index))
 }
