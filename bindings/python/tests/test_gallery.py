@@ -54,7 +54,7 @@ def test_add_and_bad_input(model):
         (lambda: g.search(np.ones(128, np.float32), k=0), "at least 1"),
         (lambda: g.search([1.0] * 128), "float32 NumPy array"),
         (lambda: bridgeface.Gallery.load("/no/such/gallery"), "not a bridgeface gallery"),
-        (lambda: bridgeface.Gallery(dimensions=0), "at least 1"),
+        (lambda: bridgeface.Gallery(dimensions=0), "must be 1 to"),
     ]
     for call, message in bad:
         with pytest.raises(bridgeface.BridgefaceError) as e:
