@@ -71,6 +71,11 @@ fn conv_cases() -> Vec<ConvGeom> {
         // The student's pointwise layers at 16 and 8 px (the trainer's NCHW GEMM route).
         ConvGeom::square(3, 32, 16, 16, 64, 1, 1, 0, 1),
         ConvGeom::square(2, 128, 8, 8, 256, 1, 1, 0, 1),
+        // Depthwise 3×3 on NCHW (the trainer's route): the student's shapes and odd ones.
+        ConvGeom::square(2, 64, 8, 8, 64, 3, 1, 1, 64),
+        ConvGeom::square(2, 32, 16, 16, 32, 3, 2, 1, 32),
+        ConvGeom::square(1, 35, 5, 7, 35, 3, 2, 1, 35),
+        ConvGeom::square(2, 1, 3, 2, 1, 3, 1, 1, 1),
     ];
     let mut odd = ConvGeom::square(1, 21, 7, 6, 21, 5, 1, 2, 21);
     odd.kh = 5;

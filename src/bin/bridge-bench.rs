@@ -54,6 +54,10 @@ struct Args {
     /// Skip the FMA-peak and pointwise-layer measurement.
     #[arg(long)]
     no_peak: bool,
+    /// With `--model train`: skip the in-run baseline with the scalar backward kernels (for
+    /// profiling the fast table alone).
+    #[arg(long)]
+    no_baseline: bool,
     /// cpu (default) or cuda[:N]: the GPU benchmark (batch 1, 256, 4096, 65536; CUDA events);
     /// with `--model train`, GPU training steps at batch 256 and 1024 (or --batch).
     #[arg(long, default_value = "cpu")]
@@ -445,7 +449,7 @@ fn bench_train(a: &Args) -> Result<()> {
     for isa in isas {
         let k = Kernels::for_isa(isa)?;
         tables.push((isa.name().to_string(), k));
-        if isa != Isa::Scalar {
+        if isa != Isa::Scalar && !a.no_baseline {
             let s = Kernels::scalar();
             let baseline = Kernels {
                 pointwise_backward_data: s.pointwise_backward_data,

@@ -79,6 +79,55 @@ impl F32x16 for Avx2F32x16 {
             half(self.1, if_neg.1, otherwise.1),
         )
     }
+    const FAST_TRANSPOSE: bool = true;
+    /// Four 8×8 register transposes: the low halves of rows 0–7 and 8–15 give the low and high
+    /// halves of rows 0–7, the high halves those of rows 8–15.
+    #[inline(always)]
+    unsafe fn transpose16(m: &mut [Self; 16]) {
+        let half = |k: usize, hi: bool| -> [__m256; 8] {
+            let r = |i: usize| if hi { m[k + i].1 } else { m[k + i].0 };
+            [r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7)]
+        };
+        let a = transpose8(half(0, false));
+        let b = transpose8(half(8, false));
+        let c = transpose8(half(0, true));
+        let d = transpose8(half(8, true));
+        for j in 0..8 {
+            m[j] = Avx2F32x16(a[j], b[j]);
+            m[8 + j] = Avx2F32x16(c[j], d[j]);
+        }
+    }
+}
+
+/// The 8×8 transpose of 8 rows: pairs interleaved, then quads, then 128-bit halves.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
 }
 
 // The table entries (`forward::pointwise_packed`, …, `backward::prelu_backward`, …): written

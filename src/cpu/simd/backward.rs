@@ -154,18 +154,39 @@ pub(in crate::cpu) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize
 ) {
     let (hw, c_in, c_out) = (g.h * g.w, g.c_in, g.c_out);
     assert!(x.len() >= g.input_len() && dy.len() >= g.n * c_out * hw && dw.len() >= c_out * c_in);
-    let cip = padded(c_in);
-    let mut xt = vec![0.0f32; hw * cip];
-    let mut acc = vec![0.0f32; c_out * cip];
-    for n in 0..g.n {
+    weight_grad_by_image::<V, R>(g.n, hw, c_in, c_out, dy, dw, |n, xt, cip| {
         for ci in 0..c_in {
             let row = &x[(n * c_in + ci) * hw..(n * c_in + ci + 1) * hw];
             for (p, &v) in row.iter().enumerate() {
                 xt[p * cip + ci] = v;
             }
         }
+    });
+}
+
+/// `dw [c_out, k] = Σ_n dy_n · x_nᵀ` where `fill(n, xt, cip)` writes image `n`'s `x_nᵀ` as
+/// pixel-major rows of `cip = padded(k)` floats (lanes past `k` are left zero). One `hw × cip`
+/// buffer is reused for every image, so a lowered input (the stem's im2col) is never built for
+/// the whole batch. `dy` is `[n, c_out, hw]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_by_image<V: F32x16, const R: usize>(
+    batch: usize,
+    hw: usize,
+    k: usize,
+    c_out: usize,
+    dy: &[f32],
+    dw: &mut [f32],
+    mut fill: impl FnMut(usize, &mut [f32], usize),
+) {
+    assert!(dy.len() >= batch * c_out * hw && dw.len() >= c_out * k);
+    let cip = padded(k);
+    let mut xt = vec![0.0f32; hw * cip];
+    let mut acc = vec![0.0f32; c_out * cip];
+    for n in 0..batch {
+        fill(n, &mut xt, cip);
         let dyn_ = dy.as_ptr().add(n * c_out * hw);
-        for cb in 0..blocks(c_in) {
+        for cb in 0..blocks(k) {
             let xb = xt.as_ptr().add(cb * BLOCK);
             let mut co = 0;
             while co < c_out {
@@ -184,7 +205,7 @@ pub(in crate::cpu) unsafe fn pointwise_backward_weight<V: F32x16, const R: usize
         }
     }
     for co in 0..c_out {
-        dw[co * c_in..(co + 1) * c_in].copy_from_slice(&acc[co * cip..co * cip + c_in]);
+        dw[co * k..(co + 1) * k].copy_from_slice(&acc[co * cip..co * cip + k]);
     }
 }
 
@@ -215,12 +236,118 @@ fn interleave_plane(
     offset: usize,
     dst: &mut [f32],
 ) {
-    for lane in 0..BLOCK.min(c - cb * BLOCK) {
-        let s = &src[(n * c + cb * BLOCK + lane) * h * w..(n * c + cb * BLOCK + lane + 1) * h * w];
-        for y in 0..h {
-            for x in 0..w {
-                dst[(offset + y * pitch + x) * BLOCK + lane] = s[y * w + x];
+    let lanes = BLOCK.min(c - cb * BLOCK);
+    let first = (n * c + cb * BLOCK) * h * w;
+    let planes = &src[first..first + lanes * h * w];
+    assert!(dst.len() >= (offset + (h - 1) * pitch + w) * BLOCK);
+    // Pixel-major, so the 16 lanes of a pixel are written together (one cache line) while the
+    // 16 source planes are each read in order.
+    for y in 0..h {
+        for x in 0..w {
+            let d = &mut dst[(offset + y * pitch + x) * BLOCK..][..lanes];
+            let p = y * w + x;
+            for (lane, v) in d.iter_mut().enumerate() {
+                *v = planes[lane * h * w + p];
             }
+        }
+    }
+}
+
+/// `interleave_plane` with 16×16 register transposes when the ISA has them and all 16 lanes
+/// are real channels (16 pixels of the 16 planes in, 16 interleaved pixels out); otherwise, and
+/// for the last `h·w mod 16` pixels, the scalar copy.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn interleave_plane_v<V: F32x16>(
+    src: &[f32],
+    n: usize,
+    c: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    pitch: usize,
+    offset: usize,
+    dst: &mut [f32],
+) {
+    let hw = h * w;
+    if !V::FAST_TRANSPOSE || c - cb * BLOCK < BLOCK || hw < BLOCK {
+        return interleave_plane(src, n, c, cb, h, w, pitch, offset, dst);
+    }
+    let first = (n * c + cb * BLOCK) * hw;
+    assert!(src.len() >= first + BLOCK * hw);
+    assert!(dst.len() >= (offset + (h - 1) * pitch + w) * BLOCK);
+    let (sp, dp) = (src.as_ptr().add(first), dst.as_mut_ptr());
+    let full = hw / BLOCK * BLOCK;
+    let mut p = 0;
+    while p < full {
+        // Plain loops, not `array::from_fn`: a closure does not inherit the shim's target
+        // features, so its intrinsics would become calls.
+        let mut m = [V::zero(); BLOCK];
+        for (lane, v) in m.iter_mut().enumerate() {
+            *v = V::load(sp.add(lane * hw + p));
+        }
+        V::transpose16(&mut m);
+        for (j, v) in m.iter().enumerate() {
+            let q = p + j;
+            v.store(dp.add((offset + q / w * pitch + q % w) * BLOCK));
+        }
+        p += BLOCK;
+    }
+    for q in full..hw {
+        let d = (offset + q / w * pitch + q % w) * BLOCK;
+        for lane in 0..BLOCK {
+            dst[d + lane] = src[first + lane * hw + q];
+        }
+    }
+}
+
+/// The inverse of `interleave_plane_v`: the 16 channels (`cb`) of image `n` of an NCHW `dst`
+/// (`c` channels, `h × w`) from the interleaved plane `src[(offset + y·pitch + x)·16 + lane]`.
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn deinterleave_plane_v<V: F32x16>(
+    src: &[f32],
+    pitch: usize,
+    offset: usize,
+    n: usize,
+    c: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    dst: &mut [f32],
+) {
+    let (hw, lanes) = (h * w, BLOCK.min(c - cb * BLOCK));
+    let first = (n * c + cb * BLOCK) * hw;
+    assert!(dst.len() >= first + lanes * hw);
+    assert!(src.len() >= (offset + (h - 1) * pitch + w) * BLOCK);
+    let full = if V::FAST_TRANSPOSE && lanes == BLOCK {
+        hw / BLOCK * BLOCK
+    } else {
+        0
+    };
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().add(first));
+    let mut p = 0;
+    while p < full {
+        let mut m = [V::zero(); BLOCK];
+        for (j, v) in m.iter_mut().enumerate() {
+            let q = p + j;
+            *v = V::load(sp.add((offset + q / w * pitch + q % w) * BLOCK));
+        }
+        V::transpose16(&mut m);
+        for (lane, v) in m.iter().enumerate() {
+            v.store(dp.add(lane * hw + p));
+        }
+        p += BLOCK;
+    }
+    for lane in 0..lanes {
+        for q in full..hw {
+            dst[first + lane * hw + q] = src[(offset + q / w * pitch + q % w) * BLOCK + lane];
         }
     }
 }
@@ -258,9 +385,12 @@ pub(in crate::cpu) unsafe fn depthwise_backward_data<V: F32x16>(
     let mut dxb = vec![0.0f32; ph * pw * BLOCK];
     for cb in 0..blocks(c) {
         let taps = depthwise_tap_vectors(w, c, cb);
-        let tv: [V; 9] = std::array::from_fn(|t| V::load(taps.as_ptr().add(t * BLOCK)));
+        let mut tv = [V::zero(); 9];
+        for (t, v) in tv.iter_mut().enumerate() {
+            *v = V::load(taps.as_ptr().add(t * BLOCK));
+        }
         for n in 0..g.n {
-            interleave_plane(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            interleave_plane_v::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
             dxb.fill(0.0);
             let xp = dxb.as_mut_ptr();
             for oy in 0..oh {
@@ -275,14 +405,63 @@ pub(in crate::cpu) unsafe fn depthwise_backward_data<V: F32x16>(
                     }
                 }
             }
-            for lane in 0..BLOCK.min(c - cb * BLOCK) {
-                let base = (n * c + cb * BLOCK + lane) * g.h * g.w;
-                for iy in 0..g.h {
-                    for ix in 0..g.w {
-                        dx[base + iy * g.w + ix] = dxb[((iy + 1) * pw + ix + 1) * BLOCK + lane];
+            deinterleave_plane_v::<V>(&dxb, pw, pw + 1, n, c, cb, g.h, g.w, dx);
+        }
+    }
+}
+
+/// Depthwise 3×3 (pad 1, stride 1 or 2) forward on NCHW, as `scalar::conv2d` on a depthwise
+/// geometry (the trainer's; inference runs the packed kernels on blocked tensors). 16 channels
+/// go across the lanes as in `depthwise_backward_data`: each image's 16 planes are interleaved
+/// into a zero-bordered plane small enough for L1, every output pixel is 9 fused multiply–adds,
+/// and the output plane is copied back to NCHW. This replaces converting the whole batch to the
+/// blocked layout and back at every call.
+///
+/// # Safety
+/// The ISA of `V` must be present and `depthwise_backward_fast(g)` must hold.
+#[inline(always)]
+pub(in crate::cpu) unsafe fn depthwise_forward<V: F32x16>(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (c, s, oh, ow) = (g.c_in, g.stride_h, g.out_h(), g.out_w());
+    let (ph, pw) = (g.h + 2, g.w + 2);
+    assert!(x.len() >= g.input_len() && w.len() >= c * 9 && y.len() >= g.output_len());
+    assert!(bias.map_or(true, |b| b.len() >= c));
+    let mut xb = vec![0.0f32; ph * pw * BLOCK];
+    let mut yb = vec![0.0f32; oh * ow * BLOCK];
+    for cb in 0..blocks(c) {
+        let taps = depthwise_tap_vectors(w, c, cb);
+        let mut tv = [V::zero(); 9];
+        for (t, v) in tv.iter_mut().enumerate() {
+            *v = V::load(taps.as_ptr().add(t * BLOCK));
+        }
+        let mut bias_lanes = [0.0f32; BLOCK];
+        if let Some(b) = bias {
+            let lanes = BLOCK.min(c - cb * BLOCK);
+            bias_lanes[..lanes].copy_from_slice(&b[cb * BLOCK..cb * BLOCK + lanes]);
+        }
+        let bv = V::load(bias_lanes.as_ptr());
+        for n in 0..g.n {
+            // The border stays zero: only the interior is ever written.
+            interleave_plane_v::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
+            let xp = xb.as_ptr();
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut a = bv;
+                    for ky in 0..3 {
+                        let row = xp.add(((oy * s + ky) * pw + ox * s) * BLOCK);
+                        for kx in 0..3 {
+                            a = a.mul_add(V::load(row.add(kx * BLOCK)), tv[ky * 3 + kx]);
+                        }
                     }
+                    a.store(yb.as_mut_ptr().add((oy * ow + ox) * BLOCK));
                 }
             }
+            deinterleave_plane_v::<V>(&yb, ow, 0, n, c, cb, oh, ow, y);
         }
     }
 }
@@ -308,9 +487,9 @@ pub(in crate::cpu) unsafe fn depthwise_backward_weight<V: F32x16>(
     for cb in 0..blocks(c) {
         let mut acc = [V::zero(); 9];
         for n in 0..g.n {
-            interleave_plane(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            interleave_plane_v::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
             // The border stays zero: only the interior is ever written.
-            interleave_plane(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
+            interleave_plane_v::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
             let xp = xb.as_ptr();
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -453,8 +632,10 @@ pub(in crate::cpu) unsafe fn pointwise_forward<V: F32x16, const R: usize>(
 /// Dense conv (`groups == 1`) weight gradient, as `scalar::conv2d_backward_weight`, lowered
 /// to the pointwise one: each image's receptive fields are unrolled (im2col) into a
 /// `[c_in·kh·kw, oh·ow]` matrix `cols_n` (zeros where the window overhangs the padding), so
-/// `dw [c_out, c_in·kh·kw] = Σ_n dy_n · cols_nᵀ`, which is `pointwise_backward_weight` on a
-/// `c_in·kh·kw`-channel, `oh×ow` input. This is the stem's weight gradient in training.
+/// `dw [c_out, c_in·kh·kw] = Σ_n dy_n · cols_nᵀ`, which is the pointwise weight gradient on a
+/// `c_in·kh·kw`-channel, `oh×ow` input. `cols_nᵀ` is written straight into the pixel-major
+/// buffer of `weight_grad_by_image`, one image at a time. This is the stem's weight gradient
+/// in training.
 ///
 /// # Safety
 /// The ISA of `V` must be present; `g.groups` must be 1.
@@ -470,33 +651,31 @@ pub(in crate::cpu) unsafe fn conv2d_backward_weight<V: F32x16, const R: usize>(
     let taps = g.c_in * g.kh * g.kw;
     assert!(x.len() >= g.input_len() && dy.len() >= g.n * g.c_out * oh * ow);
     assert!(dw.len() >= g.weight_len());
-    let mut cols = vec![0.0f32; g.n * taps * oh * ow];
-    for n in 0..g.n {
+    let hw = oh * ow;
+    weight_grad_by_image::<V, R>(g.n, hw, taps, g.c_out, dy, dw, |n, xt, cip| {
         for ic in 0..g.c_in {
             let plane = &x[(n * g.c_in + ic) * g.h * g.w..(n * g.c_in + ic + 1) * g.h * g.w];
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let t = (ic * g.kh + ky) * g.kw + kx;
-                    let row = &mut cols[(n * taps + t) * oh * ow..(n * taps + t + 1) * oh * ow];
                     for oy in 0..oh {
                         let iy = (oy * g.stride_h + ky) as isize - g.pad_t as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                         for ox in 0..ow {
                             let ix = (ox * g.stride_w + kx) as isize - g.pad_l as isize;
-                            if ix >= 0 && ix < g.w as isize {
-                                row[oy * ow + ox] = src[ix as usize];
-                            }
+                            let inside =
+                                iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
+                            // Every tap is written, zeros where the window overhangs the padding.
+                            xt[(oy * ow + ox) * cip + t] = if inside {
+                                plane[iy as usize * g.w + ix as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 }
             }
         }
-    }
-    let lowered = ConvGeom::square(g.n, taps, oh, ow, g.c_out, 1, 1, 0, 1);
-    pointwise_backward_weight::<V, R>(&lowered, &cols, dy, dw);
+    });
 }
 
 /// Per-channel sums `out[ch] = Σ_b Σ_p f(ch, i)` over an NC(HW) tensor, walked image by image
@@ -755,6 +934,16 @@ macro_rules! backward_entries {
                 simd::prelu_forward::<V>(n, c, hw, x, a)
             }
             #[target_feature(enable = $feature)]
+            unsafe fn depthwise_forward_impl(
+                g: &ConvGeom,
+                x: &[f32],
+                w: &[f32],
+                b: Option<&[f32]>,
+                y: &mut [f32],
+            ) {
+                simd::depthwise_forward::<V>(g, x, w, b, y)
+            }
+            #[target_feature(enable = $feature)]
             unsafe fn pointwise_forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 simd::pointwise_forward::<V, R>(g, x, w, y)
             }
@@ -877,6 +1066,22 @@ macro_rules! backward_entries {
                 }
                 // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
                 unsafe { pointwise_forward_impl(g, x, w, y) };
+                Some(())
+            }
+            /// Depthwise 3×3 conv forward on NCHW (the trainer's); `None` when `g` is not
+            /// `depthwise_backward_fast`, for the caller's other routes.
+            pub(in crate::cpu) fn depthwise_forward(
+                g: &ConvGeom,
+                x: &[f32],
+                w: &[f32],
+                b: Option<&[f32]>,
+                y: &mut [f32],
+            ) -> Option<()> {
+                if !simd::depthwise_backward_fast(g) {
+                    return None;
+                }
+                // SAFETY: as in `pointwise_backward_data`; the geometry was checked above.
+                unsafe { depthwise_forward_impl(g, x, w, b, y) };
                 Some(())
             }
             /// Dense conv weight gradient (im2col onto the pointwise kernel); grouped convs go

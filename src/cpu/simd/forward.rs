@@ -591,8 +591,9 @@ macro_rules! forward_entries {
                 unsafe { linear_impl(n, k, m, x, w, b, y) }
             }
             /// The general NCHW conv entry: any shape. A pointwise conv without bias (the
-            /// trainer's) runs as a GEMM on NCHW; everything else is routed to this ISA's packed
-            /// kernels.
+            /// trainer's) runs as a GEMM on NCHW, a depthwise 3×3 (pad 1, stride 1 or 2) with
+            /// its channels across the lanes one image at a time; everything else is routed to
+            /// this ISA's packed kernels.
             pub(in crate::cpu) fn conv2d(
                 g: &ConvGeom,
                 x: &[f32],
@@ -601,6 +602,9 @@ macro_rules! forward_entries {
                 y: &mut [f32],
             ) {
                 if bias.is_none() && super::backward::pointwise_forward(g, x, w, y).is_some() {
+                    return;
+                }
+                if super::backward::depthwise_forward(g, x, w, bias, y).is_some() {
                     return;
                 }
                 packed::conv2d_via_packed(&Kernels::$table(), g, x, w, bias, y)

@@ -29,6 +29,24 @@ pub(super) trait F32x16: Copy {
     unsafe fn sub(self, b: Self) -> Self;
     /// `self < 0 ? if_neg : otherwise`, lane by lane (the backward kernels' PReLU mask).
     unsafe fn select_neg(self, if_neg: Self, otherwise: Self) -> Self;
+    /// Whether `transpose16` is a register transpose (worth using to move 16 channels between
+    /// NCHW planes and the channel-interleaved layout) rather than the default through memory.
+    const FAST_TRANSPOSE: bool = false;
+    /// Transposes a 16×16 tile held as 16 rows: lane `j` of row `i` becomes lane `i` of row `j`.
+    #[inline(always)]
+    unsafe fn transpose16(m: &mut [Self; 16]) {
+        let mut t = [0.0f32; 256];
+        for (i, v) in m.iter().enumerate() {
+            v.store(t.as_mut_ptr().add(i * 16));
+        }
+        let mut row = [0.0f32; 16];
+        for (i, v) in m.iter_mut().enumerate() {
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = t[j * 16 + i];
+            }
+            *v = Self::load(row.as_ptr());
+        }
+    }
     /// The sum of the 16 lanes (in lane order; only used for short reductions).
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
