@@ -192,7 +192,8 @@ pub fn teacher_view(lr: &Rgb8) -> Result<Rgb8> {
 }
 
 /// One made record before the teacher labels it: input, label, image, the teacher's input.
-type Made = (Rgb8, usize, usize, Tensor);
+/// A record's degraded input, identity label and source image index.
+type Made = (Rgb8, usize, usize);
 
 /// What a labelling run did.
 #[derive(Clone, Debug)]
@@ -207,7 +208,7 @@ pub struct LabelReport {
 
 /// Labels records `0..count` into the store at `dir` (identity `identity`, which must already
 /// include `cfg.identity()`), skipping the shards a previous run finished. The inputs of a chunk
-/// are made on `threads` threads, and the teacher splits each chunk over them too.
+/// are split over `threads` threads, each making its share's inputs and labelling them.
 #[allow(clippy::too_many_arguments)]
 pub fn label_store(
     k: &Kernels,
@@ -246,49 +247,55 @@ pub fn label_store(
             continue;
         }
         let mut data = ShardData::default();
-        // Chunks of 64 keep the teacher's batches efficient and the progress bar moving.
-        for chunk_start in (first..first + n).step_by(64) {
-            let chunk_end = (chunk_start + 64).min(first + n);
+        // Chunks of 64 faces per thread keep the teacher's batches efficient and the progress
+        // bar moving. Each thread makes its part's inputs and runs the teacher on them itself,
+        // so no thread waits for the others between preparing and labelling (the preparation
+        // of one thread overlaps the teacher of the other).
+        let step = 64 * threads;
+        for chunk_start in (first..first + n).step_by(step) {
+            let chunk_end = (chunk_start + step).min(first + n);
             let ks: Vec<usize> = (chunk_start..chunk_end).collect();
             let per = ks.len().div_ceil(threads);
-            let made: Vec<Result<Vec<Made>>> = std::thread::scope(|sc| {
-                let handles: Vec<_> = ks
-                    .chunks(per.max(1))
-                    .map(|part| {
-                        sc.spawn(move || {
-                            part.iter()
-                                .map(|&r| {
-                                    let (lr, label, image) =
-                                        record_input(images, labels, pool, cfg, r)?;
-                                    let x = teacher_input(&teacher_view(&lr)?)?;
-                                    Ok((lr, label, image, x))
-                                })
-                                .collect()
+            let label_part = |part: &[usize]| -> Result<(Vec<Made>, Tensor)> {
+                let mut records = Vec::with_capacity(part.len());
+                let mut xs = Vec::new();
+                for &r in part {
+                    let (lr, label, image) = record_input(images, labels, pool, cfg, r)?;
+                    let x = teacher_input(&teacher_view(&lr)?)?;
+                    xs.extend_from_slice(x.data());
+                    records.push((lr, label, image));
+                }
+                let x = Tensor::new(&[part.len(), 3, TEACHER_RESOLUTION, TEACHER_RESOLUTION], xs)?;
+                Ok((records, teacher.forward_threads(k, &x, 1)?))
+            };
+            let made: Vec<Result<(Vec<Made>, Tensor)>> = if threads == 1 {
+                vec![label_part(&ks)]
+            } else {
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = ks
+                        .chunks(per.max(1))
+                        .map(|part| sc.spawn(move || label_part(part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(Error::InvalidArgument("a labelling thread panicked".into()))
+                            })
                         })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::InvalidArgument("a labelling thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
-            let mut records = Vec::with_capacity(ks.len());
+                        .collect()
+                })
+            };
             for part in made {
-                records.extend(part?);
-            }
-            let xs: Vec<Tensor> = records.iter().map(|r| r.3.clone()).collect();
-            let feats = teacher.forward_threads(k, &Tensor::stack(&xs)?, threads)?;
-            for (i, (lr, label, image, _)) in records.iter().enumerate() {
-                data.push(
-                    lr,
-                    &feats.data()[i * FEATURE_DIM..(i + 1) * FEATURE_DIM],
-                    *label,
-                    *image,
-                );
+                let (records, feats) = part?;
+                for (i, (lr, label, image)) in records.iter().enumerate() {
+                    data.push(
+                        lr,
+                        &feats.data()[i * FEATURE_DIM..(i + 1) * FEATURE_DIM],
+                        *label,
+                        *image,
+                    );
+                }
             }
             labelled += ks.len();
             bar.inc(ks.len() as u64);
