@@ -506,7 +506,7 @@ fn gallery_index_neighbour_slots_are_checked_before_usearch_reads_them() {
     let good = std::fs::read(&path).expect("read the index");
     // Layout (usearch 2.x): 8-byte matrix dims, 2 × 8 bytes of f16 vectors, the 64-byte header,
     // the 40-byte graph header, 2 levels; then node 0: key, level, the base list's count and
-    // its 32 slots. Before the check, usearch took slot 7 of a 2-node graph as given and read
+    // its slots. Before the check, usearch took slot 7 of a 2-node graph as given and read
     // node 7's vector and neighbours out of bounds while searching.
     let node0 = 8 + 2 * 8 + 64 + 40 + 2 * 2;
     let mut bad = good.clone();
@@ -519,13 +519,15 @@ fn gallery_index_neighbour_slots_are_checked_before_usearch_reads_them() {
             "links to node 7, beyond its 2 nodes",
         );
     }
-    // A neighbour count beyond the list's 32 slots: usearch would read the next node as slots.
+    // A neighbour count beyond the base list's slots (twice the connectivity): usearch would
+    // read the next node as slots.
+    let slots = 2 * bridgeface::gallery::IndexSettings::default().connectivity;
     let mut bad = good.clone();
     bad[node0 + 10] = 200;
     std::fs::write(&path, &bad).expect("write");
     assert_gallery_refusal(
         Gallery::view(&dir).err().expect("refused"),
-        "lists 200 neighbours at level 0, more than its 32 slots",
+        &format!("lists 200 neighbours at level 0, more than its {slots} slots"),
     );
     std::fs::write(&path, &good).expect("write");
     let g = Gallery::view(&dir).expect("the untouched gallery opens");
@@ -557,7 +559,7 @@ fn gallery_json_cannot_ask_usearch_for_huge_buffers() {
             "expansions 1 to 65536",
         ),
         (
-            "\"connectivity\": 16",
+            "\"connectivity\": 32",
             "\"connectivity\": 4294967296",
             "connectivity must be 2 to 1024",
         ),

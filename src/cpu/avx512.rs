@@ -68,6 +68,36 @@ impl F32x16 for Avx512F32x16 {
         let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
         Avx512F32x16(_mm512_mask_blend_ps(neg, otherwise.0, if_neg.0))
     }
+    const FAST_TRANSPOSE: bool = true;
+    /// Each group of 4 rows is transposed within its 128-bit blocks (unpack, then shuffle), which
+    /// leaves column `4b + k` of the group in block `b` of its vector `k`; a 4×4 transpose of
+    /// 128-bit blocks across the groups (two rounds of `shuffle_f32x4`) finishes it.
+    #[inline(always)]
+    unsafe fn transpose16(m: &mut [Self; 16]) {
+        // s[k][g]: block b holds column 4b + k of rows 4g..4g+4.
+        let mut s = [[_mm512_setzero_ps(); 4]; 4];
+        for g in 0..4 {
+            let (a, b, c, d) = (m[4 * g].0, m[4 * g + 1].0, m[4 * g + 2].0, m[4 * g + 3].0);
+            let u0 = _mm512_unpacklo_ps(a, b);
+            let u1 = _mm512_unpackhi_ps(a, b);
+            let u2 = _mm512_unpacklo_ps(c, d);
+            let u3 = _mm512_unpackhi_ps(c, d);
+            s[0][g] = _mm512_shuffle_ps::<0x44>(u0, u2);
+            s[1][g] = _mm512_shuffle_ps::<0xEE>(u0, u2);
+            s[2][g] = _mm512_shuffle_ps::<0x44>(u1, u3);
+            s[3][g] = _mm512_shuffle_ps::<0xEE>(u1, u3);
+        }
+        for (k, v) in s.iter().enumerate() {
+            let t0 = _mm512_shuffle_f32x4::<0x44>(v[0], v[1]);
+            let t1 = _mm512_shuffle_f32x4::<0xEE>(v[0], v[1]);
+            let t2 = _mm512_shuffle_f32x4::<0x44>(v[2], v[3]);
+            let t3 = _mm512_shuffle_f32x4::<0xEE>(v[2], v[3]);
+            m[k] = Avx512F32x16(_mm512_shuffle_f32x4::<0x88>(t0, t2));
+            m[4 + k] = Avx512F32x16(_mm512_shuffle_f32x4::<0xDD>(t0, t2));
+            m[8 + k] = Avx512F32x16(_mm512_shuffle_f32x4::<0x88>(t1, t3));
+            m[12 + k] = Avx512F32x16(_mm512_shuffle_f32x4::<0xDD>(t1, t3));
+        }
+    }
 }
 
 // The table entries (`forward::pointwise_packed`, …, `backward::prelu_backward`, …): written

@@ -1,6 +1,7 @@
-//! The trainer's hot backward kernels and training-mode batch-norm on plain NCHW tensors, and
-//! `backward_entries!`, which writes an ISA's `#[target_feature]` shims around them. Must not
-//! check CPU features (the table does) nor accumulate into its outputs.
+//! The trainer's kernels on plain NCHW tensors (the hot backward kernels, the pointwise and
+//! depthwise 3×3 forward, training-mode batch-norm), and `backward_entries!`, which writes an
+//! ISA's `#[target_feature]` shims around them. Must not check CPU features (the table does) nor
+//! accumulate into its outputs.
 //!
 //! The contracts are those of the references in `scalar` (outputs overwritten, never
 //! accumulated into). Summation orders differ from the references (vector lanes, fused
