@@ -41,9 +41,9 @@ pub const MAX_EXPANSION: usize = 1 << 16;
 pub const SEQUENTIAL_ADDS: usize = 10_000;
 
 /// HNSW settings; the defaults are checked by the scale benchmark (BENCHMARKS.md, "Gallery":
-/// recall@1 against exact brute force). Connectivity 32, not usearch's 16: on 128-D face-like
-/// vectors 16 kept recall@1 at 0.996 for 100,000 vectors but 0.966 at 300,000 and 0.75 at
-/// 1,000,000, where 32 gave 0.998 at 300,000 (for about twice the build time).
+/// recall@1 against exact brute force on 128-D face-like vectors). Connectivity 32 and search
+/// 256, not usearch's 16 and 64: at connectivity 16 recall@1 was 0.996 at 100,000 vectors but
+/// 0.966 at 300,000 and 0.75 at 1,000,000 (search 128); 32 and 256 give 0.999 and 0.992.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSettings {
     /// Graph degree (usearch's `connectivity`, HNSW's M).
@@ -59,7 +59,7 @@ impl Default for IndexSettings {
         IndexSettings {
             connectivity: 32,
             expansion_add: 128,
-            expansion_search: 128,
+            expansion_search: 256,
         }
     }
 }

@@ -554,7 +554,7 @@ fn gallery_json_cannot_ask_usearch_for_huge_buffers() {
             "gallery dimensions 1099511627776: must be 1 to 65536",
         ),
         (
-            "\"expansion_search\": 128",
+            "\"expansion_search\": 256",
             "\"expansion_search\": 1152921504606846976",
             "expansions 1 to 65536",
         ),
