@@ -191,8 +191,8 @@ pub fn teacher_view(lr: &Rgb8) -> Result<Rgb8> {
     resize_bicubic(lr, TEACHER_RESOLUTION, TEACHER_RESOLUTION)
 }
 
-/// One made record before the teacher labels it: input, label, image, the teacher's input.
-/// A record's degraded input, identity label and source image index.
+/// One made record before the teacher labels it: its degraded input, identity label and source
+/// image index.
 type Made = (Rgb8, usize, usize);
 
 /// What a labelling run did.

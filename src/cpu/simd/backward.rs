@@ -222,47 +222,17 @@ pub(in crate::cpu) fn depthwise_backward_fast(g: &ConvGeom) -> bool {
         && g.c_out == g.c_in
 }
 
-/// Copies 16 channels (`cb`) of image `n` from NCHW (`c` channels, `hw` pixels) into a
-/// channel-interleaved plane `dst[(row_off + y·pitch + x)·16 + lane]` of `h × w` pixels;
-/// lanes past `c` are left as they are (zero in a fresh buffer).
-#[allow(clippy::too_many_arguments)]
-fn interleave_plane(
-    src: &[f32],
-    n: usize,
-    c: usize,
-    cb: usize,
-    h: usize,
-    w: usize,
-    pitch: usize,
-    offset: usize,
-    dst: &mut [f32],
-) {
-    let lanes = BLOCK.min(c - cb * BLOCK);
-    let first = (n * c + cb * BLOCK) * h * w;
-    let planes = &src[first..first + lanes * h * w];
-    assert!(dst.len() >= (offset + (h - 1) * pitch + w) * BLOCK);
-    // Pixel-major, so the 16 lanes of a pixel are written together (one cache line) while the
-    // 16 source planes are each read in order.
-    for y in 0..h {
-        for x in 0..w {
-            let d = &mut dst[(offset + y * pitch + x) * BLOCK..][..lanes];
-            let p = y * w + x;
-            for (lane, v) in d.iter_mut().enumerate() {
-                *v = planes[lane * h * w + p];
-            }
-        }
-    }
-}
-
-/// `interleave_plane` with 16×16 register transposes when the ISA has them and all 16 lanes
-/// are real channels (16 pixels of the 16 planes in, 16 interleaved pixels out); otherwise, and
-/// for the last `h·w mod 16` pixels, the scalar copy.
+/// Copies 16 channels (`cb`) of image `n` from NCHW (`c` channels, `h × w` pixels) into a
+/// channel-interleaved plane `dst[(offset + y·pitch + x)·16 + lane]`; lanes past `c` are left as
+/// they are (zero in a fresh buffer). With all 16 lanes real channels and an ISA that has them,
+/// 16×16 register transposes move 16 pixels of the 16 planes at a time; otherwise, and for the
+/// last `h·w mod 16` pixels, a scalar copy.
 ///
 /// # Safety
 /// The ISA of `V` must be present.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn interleave_plane_v<V: F32x16>(
+unsafe fn interleave_plane<V: F32x16>(
     src: &[f32],
     n: usize,
     c: usize,
@@ -273,15 +243,16 @@ unsafe fn interleave_plane_v<V: F32x16>(
     offset: usize,
     dst: &mut [f32],
 ) {
-    let hw = h * w;
-    if !V::FAST_TRANSPOSE || c - cb * BLOCK < BLOCK || hw < BLOCK {
-        return interleave_plane(src, n, c, cb, h, w, pitch, offset, dst);
-    }
+    let (hw, lanes) = (h * w, BLOCK.min(c - cb * BLOCK));
     let first = (n * c + cb * BLOCK) * hw;
-    assert!(src.len() >= first + BLOCK * hw);
+    assert!(src.len() >= first + lanes * hw);
     assert!(dst.len() >= (offset + (h - 1) * pitch + w) * BLOCK);
+    let full = if V::FAST_TRANSPOSE && lanes == BLOCK {
+        hw / BLOCK * BLOCK
+    } else {
+        0
+    };
     let (sp, dp) = (src.as_ptr().add(first), dst.as_mut_ptr());
-    let full = hw / BLOCK * BLOCK;
     let mut p = 0;
     while p < full {
         // Plain loops, not `array::from_fn`: a closure does not inherit the shim's target
@@ -297,22 +268,21 @@ unsafe fn interleave_plane_v<V: F32x16>(
         }
         p += BLOCK;
     }
-    for q in full..hw {
-        let d = (offset + q / w * pitch + q % w) * BLOCK;
-        for lane in 0..BLOCK {
-            dst[d + lane] = src[first + lane * hw + q];
+    for lane in 0..lanes {
+        for q in full..hw {
+            dst[(offset + q / w * pitch + q % w) * BLOCK + lane] = src[first + lane * hw + q];
         }
     }
 }
 
-/// The inverse of `interleave_plane_v`: the 16 channels (`cb`) of image `n` of an NCHW `dst`
+/// The inverse of `interleave_plane`: the 16 channels (`cb`) of image `n` of an NCHW `dst`
 /// (`c` channels, `h × w`) from the interleaved plane `src[(offset + y·pitch + x)·16 + lane]`.
 ///
 /// # Safety
 /// The ISA of `V` must be present.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn deinterleave_plane_v<V: F32x16>(
+unsafe fn deinterleave_plane<V: F32x16>(
     src: &[f32],
     pitch: usize,
     offset: usize,
@@ -353,15 +323,23 @@ unsafe fn deinterleave_plane_v<V: F32x16>(
     }
 }
 
-/// 16 channels' 3×3 weights as 9 tap vectors `[tap][lane]` (zero past `c`).
-fn depthwise_tap_vectors(w: &[f32], c: usize, cb: usize) -> [f32; 9 * BLOCK] {
+/// 16 channels' 3×3 weights as 9 tap vectors (`[tap][lane]`, zero past `c`).
+///
+/// # Safety
+/// The ISA of `V` must be present.
+#[inline(always)]
+unsafe fn depthwise_tap_vectors<V: F32x16>(w: &[f32], c: usize, cb: usize) -> [V; 9] {
     let mut taps = [0.0f32; 9 * BLOCK];
     for lane in 0..BLOCK.min(c - cb * BLOCK) {
         for t in 0..9 {
             taps[t * BLOCK + lane] = w[(cb * BLOCK + lane) * 9 + t];
         }
     }
-    taps
+    let mut tv = [V::zero(); 9];
+    for (t, v) in tv.iter_mut().enumerate() {
+        *v = V::load(taps.as_ptr().add(t * BLOCK));
+    }
+    tv
 }
 
 /// Depthwise 3×3 (pad 1, stride 1 or 2) input gradient on NCHW, as
@@ -385,13 +363,9 @@ pub(in crate::cpu) unsafe fn depthwise_backward_data<V: F32x16>(
     let mut dyb = vec![0.0f32; oh * ow * BLOCK];
     let mut dxb = vec![0.0f32; ph * pw * BLOCK];
     for cb in 0..blocks(c) {
-        let taps = depthwise_tap_vectors(w, c, cb);
-        let mut tv = [V::zero(); 9];
-        for (t, v) in tv.iter_mut().enumerate() {
-            *v = V::load(taps.as_ptr().add(t * BLOCK));
-        }
+        let tv = depthwise_tap_vectors::<V>(w, c, cb);
         for n in 0..g.n {
-            interleave_plane_v::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            interleave_plane::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
             dxb.fill(0.0);
             let xp = dxb.as_mut_ptr();
             for oy in 0..oh {
@@ -406,7 +380,7 @@ pub(in crate::cpu) unsafe fn depthwise_backward_data<V: F32x16>(
                     }
                 }
             }
-            deinterleave_plane_v::<V>(&dxb, pw, pw + 1, n, c, cb, g.h, g.w, dx);
+            deinterleave_plane::<V>(&dxb, pw, pw + 1, n, c, cb, g.h, g.w, dx);
         }
     }
 }
@@ -435,11 +409,7 @@ pub(in crate::cpu) unsafe fn depthwise_forward<V: F32x16>(
     let mut xb = vec![0.0f32; ph * pw * BLOCK];
     let mut yb = vec![0.0f32; oh * ow * BLOCK];
     for cb in 0..blocks(c) {
-        let taps = depthwise_tap_vectors(w, c, cb);
-        let mut tv = [V::zero(); 9];
-        for (t, v) in tv.iter_mut().enumerate() {
-            *v = V::load(taps.as_ptr().add(t * BLOCK));
-        }
+        let tv = depthwise_tap_vectors::<V>(w, c, cb);
         let mut bias_lanes = [0.0f32; BLOCK];
         if let Some(b) = bias {
             let lanes = BLOCK.min(c - cb * BLOCK);
@@ -448,7 +418,7 @@ pub(in crate::cpu) unsafe fn depthwise_forward<V: F32x16>(
         let bv = V::load(bias_lanes.as_ptr());
         for n in 0..g.n {
             // The border stays zero: only the interior is ever written.
-            interleave_plane_v::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
+            interleave_plane::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
             let xp = xb.as_ptr();
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -462,7 +432,7 @@ pub(in crate::cpu) unsafe fn depthwise_forward<V: F32x16>(
                     a.store(yb.as_mut_ptr().add((oy * ow + ox) * BLOCK));
                 }
             }
-            deinterleave_plane_v::<V>(&yb, ow, 0, n, c, cb, oh, ow, y);
+            deinterleave_plane::<V>(&yb, ow, 0, n, c, cb, oh, ow, y);
         }
     }
 }
@@ -488,9 +458,9 @@ pub(in crate::cpu) unsafe fn depthwise_backward_weight<V: F32x16>(
     for cb in 0..blocks(c) {
         let mut acc = [V::zero(); 9];
         for n in 0..g.n {
-            interleave_plane_v::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
+            interleave_plane::<V>(dy, n, c, cb, oh, ow, ow, 0, &mut dyb);
             // The border stays zero: only the interior is ever written.
-            interleave_plane_v::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
+            interleave_plane::<V>(x, n, c, cb, g.h, g.w, pw, pw + 1, &mut xb);
             let xp = xb.as_ptr();
             for oy in 0..oh {
                 for ox in 0..ow {
